@@ -1,0 +1,103 @@
+"""trio_ingest: resilient streaming data ingestion on Trio structured concurrency.
+
+Sources produce, stages transform, sinks write, edges connect::
+
+    import trio, trio_ingest as ti
+
+    pipeline = ti.Pipeline(
+        ti.sources.from_iterable(range(1000)),
+        ti.map(lambda p: {"value": p}),
+        sink=ti.sinks.Memory(),
+    )
+    report = trio.run(pipeline.run)
+"""
+
+from . import observe as observe
+from . import testing as testing
+from . import sinks as sinks
+from . import sources as sources
+from . import stages as stages
+from ._edge import EdgeStatistics as EdgeStatistics
+from ._errors import ConfigError as ConfigError
+from ._errors import DeadLetterError as DeadLetterError
+from ._errors import GraphError as GraphError
+from ._errors import IngestError as IngestError
+from ._errors import PermanentError as PermanentError
+from ._errors import RetryExhaustedError as RetryExhaustedError
+from ._errors import SinkError as SinkError
+from ._errors import SourceError as SourceError
+from ._errors import StageError as StageError
+from ._errors import TransientError as TransientError
+from ._event import DeadLetter as DeadLetter
+from ._event import Event as Event
+from ._retry import CircuitBreaker as CircuitBreaker
+from ._retry import ConstantBackoff as ConstantBackoff
+from ._retry import ExponentialBackoff as ExponentialBackoff
+from ._retry import RetryPolicy as RetryPolicy
+from .graph import Graph as Graph
+from .graph import Pipeline as Pipeline
+from .observe import LatencyStatistics as LatencyStatistics
+from .observe import NodeStatistics as NodeStatistics
+from .runtime import PipelineHandle as PipelineHandle
+from .runtime import RunReport as RunReport
+from .sinks import Sink as Sink
+from .sources import Read as Read
+from .sources import Source as Source
+from .stages import batch as batch
+from .stages import filter as filter  # noqa: A004 -- the stage's public name
+from .stages import flat_map as flat_map
+from .stages import inspect as inspect
+from .stages import key_by as key_by
+from .stages import map as map  # noqa: A004 -- the stage's public name
+from .stages import map_batch as map_batch
+from .stages import map_event as map_event
+from .stages import route as route
+from .stages import route_by_key as route_by_key
+from .stages import tap as tap
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "CircuitBreaker",
+    "ConfigError",
+    "ConstantBackoff",
+    "DeadLetter",
+    "DeadLetterError",
+    "EdgeStatistics",
+    "Event",
+    "ExponentialBackoff",
+    "Graph",
+    "GraphError",
+    "IngestError",
+    "LatencyStatistics",
+    "NodeStatistics",
+    "PermanentError",
+    "Pipeline",
+    "PipelineHandle",
+    "Read",
+    "RetryExhaustedError",
+    "RetryPolicy",
+    "RunReport",
+    "SinkError",
+    "Sink",
+    "Source",
+    "SourceError",
+    "StageError",
+    "TransientError",
+    "batch",
+    "filter",
+    "flat_map",
+    "inspect",
+    "key_by",
+    "map",
+    "map_batch",
+    "map_event",
+    "observe",
+    "route",
+    "route_by_key",
+    "sinks",
+    "sources",
+    "stages",
+    "tap",
+    "testing",
+)

@@ -1,0 +1,114 @@
+"""Inbox and outbox handed to custom stages: acknowledgements follow event ids."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
+
+import anyio
+
+from .._acks import AckToken
+from .._edge import Batch
+from .._errors import IngestError
+from .._event import Event
+
+if TYPE_CHECKING:
+    from ._runtime import CustomRunner, _Worker
+
+__all__ = ("RuntimeInbox", "RuntimeOutbox")
+
+
+class RuntimeInbox:
+    """``async for events in inbox``: one list per batch received."""
+
+    def __init__(
+        self, runner: CustomRunner, worker: _Worker, held: dict[str, deque[AckToken]]
+    ) -> None:
+        self._runner = runner
+        self._worker = worker
+        self._held = held
+
+    async def __aiter__(self) -> AsyncIterator[list[Event]]:
+        inbox = self._worker.inbox
+        assert inbox is not None
+        held = self._held
+        stats = self._runner.stats
+        max_batch = self._runner.rt.max_batch
+        while True:
+            try:
+                batch = await inbox.edge.receive(max_batch)
+            except anyio.EndOfStream:
+                return
+            events = batch.materialize()
+            for event, token in zip(events, batch.tokens, strict=True):
+                queue = held.get(event.id)
+                if queue is None:
+                    queue = held[event.id] = deque()
+                queue.append(token)
+            stats.events_in += len(events)
+            stats.batches += 1
+            yield events
+
+
+class RuntimeOutbox:
+    """Where a custom stage's events go; see :class:`trio_ingest.stages.Outbox`."""
+
+    def __init__(
+        self, runner: CustomRunner, worker: _Worker, held: dict[str, deque[AckToken]]
+    ) -> None:
+        self._runner = runner
+        self._worker = worker
+        self._held = held
+
+    def _take(self, event_id: str) -> AckToken:
+        queue = self._held.get(event_id)
+        if not queue:
+            raise IngestError(
+                f"custom stage {self._runner.name!r} emitted event {event_id!r} that it does not "
+                "hold; derived events need send(children, parent=event)"
+            )
+        token = queue.popleft()
+        if not queue:
+            del self._held[event_id]
+        return token
+
+    async def send(self, events: Sequence[Event], *, parent: Event | None = None) -> None:
+        """Pass ``events`` on (see the ``Outbox`` protocol)."""
+        events = list(events)
+        for e in events:
+            if not isinstance(e, Event):
+                raise TypeError(f"custom stage {self._runner.name!r} sent a non-Event: {e!r}")
+        rt = self._runner.rt
+        if parent is not None:
+            token = self._take(parent.id)
+            if not events:
+                rt.dropped(self._runner.stats, Batch([parent], [parent.payload], [token]))
+                return
+            token.pending += len(events) - 1
+            rt.expanded += len(events) - 1
+            tokens = [token] * len(events)
+        else:
+            tokens = [self._take(e.id) for e in events]
+        if not events:
+            return
+        self._runner.stats.events_out += len(events)
+        batch = Batch(events, [e.payload for e in events], tokens)
+        await self._runner.emit(self._worker.outputs.get(None, []), batch)
+
+    def drop(self, events: Sequence[Event]) -> None:
+        """Drop ``events`` on purpose (counted as filtered)."""
+        events = list(events)
+        if events:
+            tokens = [self._take(e.id) for e in events]
+            self._runner.rt.dropped(
+                self._runner.stats, Batch(events, [e.payload for e in events], tokens)
+            )
+
+    async def dead_letter(self, event: Event, error: BaseException) -> None:
+        """Give up on ``event``: the dead-letter sink gets it with ``error`` as reason."""
+        token = self._take(event.id)
+        batch = Batch([event], [event.payload], [token])
+        if not isinstance(error, Exception):
+            error = IngestError(str(error))
+        await self._runner.rt.dead_letter(self._worker, self._runner.stats, batch, [0], [(error, 1)])

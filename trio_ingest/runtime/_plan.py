@@ -1,0 +1,148 @@
+"""Compile a validated graph into tasks and edges, fusing what needs no boundary.
+
+A sync, single-worker, stateless operator whose only input is a node that
+feeds nothing else runs inside that node's task (operator fusion, as Flink's
+chaining and Akka's fusing): no channel hop, no task switch. Edges stand only
+where concurrency, async I/O, fan-in/fan-out, routing or a sink ask for one.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .._edge import Edge
+from ..graph._graph import Graph, Node
+from ..stages._operators import KeyBy, Operator, Route
+
+__all__ = ("Plan", "TaskNode", "compile_plan")
+
+
+@attrs.define(eq=False)
+class TaskNode:
+    """One head node plus the operators fused after it, run by ``workers`` tasks."""
+
+    head: Node
+    fused: list[Node] = attrs.field(factory=list)
+    inbox: Edge | None = None
+    upstream: list[TaskNode] = attrs.field(factory=list)
+    # output port (None for plain nodes) -> downstream task nodes
+    outputs: dict[str | None, list[TaskNode]] = attrs.field(factory=dict)
+    workers: int = 1
+    keyed: bool = False
+    ordered: bool = False
+
+    @property
+    def last(self) -> Node:
+        return self.fused[-1] if self.fused else self.head
+
+    @property
+    def name(self) -> str:
+        return self.head.name
+
+
+@attrs.define(eq=False)
+class Plan:
+    tasks: list[TaskNode]
+    by_node: dict[str, TaskNode]
+    capacity: int
+    max_batch: int
+    dead_letter: Edge | None
+
+    def edges(self) -> list[Edge]:
+        out = [t.inbox for t in self.tasks if t.inbox is not None]
+        if self.dead_letter is not None:
+            out.append(self.dead_letter)
+        return out
+
+    def memory_bound(self) -> int:
+        bound = sum(e.capacity for e in self.edges())
+        for t in self.tasks:
+            in_hand = t.workers * self.max_batch
+            if t.ordered:
+                in_hand *= 2  # a finished batch may wait for its turn
+            if t.keyed:
+                in_hand += t.workers * self.max_batch  # the per-worker key queues
+            bound += in_hand
+        return bound
+
+
+def _fusable_into(graph: Graph, node: Node, consumers: dict[tuple[str, str | None], list[str]],
+                  serving: bool) -> str | None:
+    obj = node.obj
+    if node.role != "stage" or not isinstance(obj, Operator) or isinstance(obj, Route):
+        return None
+    if not obj.fusable or len(node.inputs) != 1:
+        return None
+    up_name, port = node.inputs[0]
+    upstream = graph.nodes[up_name]
+    if port is not None or consumers.get((up_name, None)) != [node.name]:
+        return None
+    if upstream.role == "source":
+        # a serving pipeline's handle feeds the first edge: keep the source's chain out
+        return None if serving else up_name
+    if isinstance(upstream.obj, Operator) and not isinstance(upstream.obj, Route):
+        return up_name
+    return None
+
+
+def _topological(graph: Graph) -> list[Node]:
+    order: list[Node] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        for up, _port in graph.nodes[name].inputs:
+            visit(up)
+        order.append(graph.nodes[name])
+
+    for name in graph.nodes:
+        visit(name)
+    return order
+
+
+def compile_plan(graph: Graph, *, serving: bool) -> Plan:
+    """Turn ``graph`` (already validated) into task nodes joined by edges."""
+    consumers = graph.consumers()
+    by_node: dict[str, TaskNode] = {}
+    tasks: list[TaskNode] = []
+    keyed_upstream: dict[str, bool] = {}
+    for node in _topological(graph):
+        keyed_upstream[node.name] = isinstance(node.obj, KeyBy) or any(
+            keyed_upstream[up] for up, _ in node.inputs
+        )
+        owner = _fusable_into(graph, node, consumers, serving)
+        if owner is not None:
+            task = by_node[owner]
+            task.fused.append(node)
+            by_node[node.name] = task
+            continue
+        task = TaskNode(head=node)
+        obj = node.obj
+        if node.role == "stage":
+            task.workers = int(getattr(obj, "workers", 1))
+            task.ordered = bool(getattr(obj, "ordered", False)) and task.workers > 1
+            task.keyed = (
+                task.workers > 1
+                and not task.ordered
+                and isinstance(obj, Operator)
+                and any(keyed_upstream[up] for up, _ in node.inputs)
+            )
+        elif node.role == "sink":
+            task.workers = obj.workers
+        if node.role != "source":
+            ups = sorted({by_node[up].last.name for up, _ in node.inputs})
+            task.inbox = Edge(f"{'+'.join(ups)}->{node.name}", graph.capacity)
+        by_node[node.name] = task
+        tasks.append(task)
+    for task in tasks:
+        for up, port in task.head.inputs:
+            upstream = by_node[up]
+            upstream.outputs.setdefault(port, []).append(task)
+            if upstream not in task.upstream:
+                task.upstream.append(upstream)
+    dead_letter = None
+    if graph.dead_letter is not None:
+        dead_letter = Edge("*->dead_letter", graph.capacity)
+    return Plan(tasks, by_node, graph.capacity, graph.max_batch, dead_letter)

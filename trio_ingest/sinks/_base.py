@@ -1,0 +1,103 @@
+"""The sink protocol: open, write one batch, flush, close."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .._errors import ConfigError
+from .._event import Event
+from .._retry import CircuitBreaker, RetryPolicy
+
+__all__ = ("Sink",)
+
+
+class Sink:
+    """Base class of sinks: where events leave a pipeline.
+
+    A sink only knows how to write one batch; batching, retries, splitting a
+    failing batch to isolate bad events, dead letters, acknowledgements and
+    metrics live in the runtime. Subclass it and implement ``write_batch``::
+
+        class MySink(ti.Sink):
+            async def write_batch(self, events):
+                await db.upsert(events)   # idempotent on event.id
+
+    ``write_batch`` must be idempotent on ``event.id``: after a crash, events
+    are delivered again. Raise :class:`~trio_ingest.TransientError` (or an
+    error in the retry policy's ``retry_on``) for failures worth retrying, and
+    anything else for a failure of the data: the runtime then splits the batch
+    to find the bad events and dead-letters only them.
+
+    Args:
+        name: Node name (defaults to the class name, lowercased).
+        retry: Retry policy for writes (defaults to the pipeline's ``retry``).
+        workers: Concurrent ``write_batch`` calls.
+        max_batch: Most events per ``write_batch`` (defaults to the pipeline's).
+        max_wait: Seconds to wait for more events to fill a batch (0: write
+            what is ready).
+        breaker: Optional circuit breaker: after repeated failures, pause
+            writes for a while instead of hammering a failing server.
+    """
+
+    name: str = ""
+    retry: RetryPolicy | None = None
+    workers: int = 1
+    max_batch: int | None = None
+    max_wait: float = 0.0
+    breaker: CircuitBreaker | None = None
+    #: A buffering sink holds written events until ``flush``; the runtime then
+    #: acknowledges them only after ``flush`` returns (every ``flush_every``
+    #: events or ``flush_interval`` seconds, and at the end).
+    buffered: bool = False
+    flush_every: int = 10_000
+    flush_interval: float = 1.0
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        workers: int = 1,
+        max_batch: int | None = None,
+        max_wait: float = 0.0,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        if name is not None:
+            self.name = name
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigError(f"'retry' must be a RetryPolicy or None: {retry!r}")
+        if not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"'workers' must be >= 1: {workers!r}")
+        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
+            raise ConfigError(f"'max_batch' must be >= 1 or None: {max_batch!r}")
+        if not max_wait >= 0:
+            raise ConfigError(f"'max_wait' must be >= 0: {max_wait!r}")
+        self.retry = retry
+        self.workers = workers
+        self.max_batch = max_batch
+        self.max_wait = float(max_wait)
+        self.breaker = breaker
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    async def open(self) -> None:
+        """Connect, create tables; raise here so a bad sink fails before data moves."""
+
+    async def write_batch(self, events: Sequence[Event]) -> None:
+        """Write ``events`` durably and idempotently (on ``event.id``).
+
+        When it returns, the events count as delivered and their source
+        offsets may be committed (for ``buffered`` sinks: after ``flush``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement write_batch()")
+
+    async def flush(self) -> None:
+        """Make everything written so far durable (buffered sinks)."""
+
+    async def aclose(self) -> None:
+        """Release connections and files; idempotent, and safe after a failed flush."""
+
+    def write_events_needed(self) -> bool:
+        """Whether ``write_batch`` needs :class:`Event` objects (``Null`` does not)."""
+        return True

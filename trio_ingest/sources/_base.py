@@ -1,0 +1,75 @@
+"""The source protocol: open, read batches, commit offsets, close."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from .._event import DeadLetter, Event
+
+__all__ = ("Read", "Source")
+
+
+@attrs.define(slots=True)
+class Read:
+    """What one ``Source.read`` returns.
+
+    Attributes:
+        events: The events read, in order.
+        offset: Where the source stands after this read; handed back to
+            ``commit`` once this read and every earlier one is finished.
+        rejected: Records that could not become events (bad JSON, missing id...);
+            the runtime dead-letters them with their reason. They belong to this
+            read, so its offset commits only after they are dead-lettered.
+    """
+
+    events: list[Event]
+    offset: Any = None
+    rejected: list[DeadLetter] = attrs.field(factory=list)
+
+
+class Source:
+    """Base class of sources: where events enter a pipeline.
+
+    Override ``read`` (and ``open``, ``commit``, ``aclose`` where the source has
+    something to do there). The runtime calls them from one task, never
+    concurrently, in the order ``open``, ``read``... , ``aclose``, with
+    ``commit`` from a second task. It does the batching, acknowledgement
+    tracking, backpressure and metrics.
+
+    Attributes:
+        name: Node name (defaults to the class's).
+        commit_interval: Least seconds between two commits, to amortise
+            expensive commits (an fsync'd checkpoint file).
+    """
+
+    name: str = "source"
+    commit_interval: float = 0.0
+
+    async def open(self) -> None:
+        """Connect, open files, seek to the last committed offset.
+
+        Raises:
+            SourceError: The source cannot start; no data has moved.
+        """
+
+    async def read(self, max_events: int) -> Read | None:
+        """Return the next events (at most ``max_events``), waiting for them if needed.
+
+        Returns ``None`` when the source is exhausted. Reads may be cancelled
+        (graceful stop): a cancelled read must not lose a committed position.
+        """
+        raise NotImplementedError
+
+    async def commit(self, offsets: Sequence[Any]) -> None:
+        """Persist progress: ``offsets`` are of reads now finished, oldest first.
+
+        Every read before them is finished too, so a source with a single
+        position needs only ``offsets[-1]``. Called shielded from cancellation
+        with a time bound.
+        """
+
+    async def aclose(self) -> None:
+        """Release connections and files; idempotent."""

@@ -1,0 +1,187 @@
+"""In-memory and synthetic sources."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+from typing import Any
+
+import anyio
+
+from .._errors import ConfigError
+from .._event import Event
+from ._base import Read, Source
+
+_builtin_map = map
+
+__all__ = ("FromIterable", "Synthetic", "from_iterable", "synthetic")
+
+
+class FromIterable(Source):
+    """Events from a sync or async iterable of :class:`Event` objects or payloads.
+
+    Payloads get the id ``str(position)``; the offset is the number of items
+    consumed, so ``committed`` tells how far the pipeline has finished.
+    """
+
+    def __init__(self, items: Iterable[Any] | AsyncIterable[Any], *, name: str = "source") -> None:
+        if not isinstance(items, Iterable | AsyncIterable):
+            raise ConfigError(f"from_iterable() needs an iterable: {items!r}")
+        self.name = name
+        self._items = items
+        self._position = 0
+        self._sync: Iterator[Any] | None = None
+        self.committed = 0
+
+    async def open(self) -> None:
+        if isinstance(self._items, list | tuple):
+            self._sync = None
+            # checked once, so reads of an all-Event list are plain slices
+            self._all_events = set(_builtin_map(type, self._items)) <= {Event}
+        elif isinstance(self._items, Iterable):
+            self._sync = iter(self._items)
+
+    _all_events = False
+
+    def _wrap(self, chunk: list[Any], start: int) -> list[Event]:
+        if self._all_events:
+            return chunk
+        return [
+            x if isinstance(x, Event) else Event(id=str(i), payload=x)
+            for i, x in enumerate(chunk, start)
+        ]
+
+    async def read(self, max_events: int) -> Read | None:
+        start = self._position
+        items = self._items
+        if isinstance(items, list | tuple):
+            chunk = list(items[start : start + max_events])
+        elif self._sync is not None:
+            chunk = list(itertools.islice(self._sync, max_events))
+        else:
+            return await self._read_async(max_events)
+        if not chunk:
+            return None
+        self._position = start + len(chunk)
+        return Read(self._wrap(chunk, start), self._position)
+
+    async def _read_async(self, max_events: int) -> Read | None:
+        assert isinstance(self._items, AsyncIterable)
+        # One async-for per read, so no async generator outlives a cancelled read
+        # (PEP 789): the iterator is only ever advanced from this task.
+        if not hasattr(self, "_aiter"):
+            self._aiter = aiter(self._items)
+        chunk: list[Any] = []
+        start = self._position
+        try:
+            chunk.append(await anext(self._aiter))
+        except StopAsyncIteration:
+            return None
+        self._position += 1
+        return Read(self._wrap(chunk, start), self._position)
+
+    async def commit(self, offsets: Any) -> None:
+        self.committed = offsets[-1]
+
+    async def aclose(self) -> None:
+        aiter_ = getattr(self, "_aiter", None)
+        if aiter_ is not None and hasattr(aiter_, "aclose"):
+            with anyio.CancelScope(shield=True):
+                await aiter_.aclose()
+
+
+def from_iterable(
+    items: Iterable[Any] | AsyncIterable[Any], *, name: str = "source"
+) -> FromIterable:
+    """A source over ``items``: :class:`Event` objects, or payloads (ids from positions)."""
+    return FromIterable(items, name=name)
+
+
+def _default_payload(i: int, rng: random.Random) -> dict[str, Any]:
+    return {"seq": i, "value": rng.random()}
+
+
+class Synthetic(Source):
+    """Generated events, for demos, load and soak tests.
+
+    Args:
+        count: How many events (``None``: until stopped).
+        rate: Events per second (``None``: as fast as the pipeline takes them).
+        payload: ``payload(seq, rng)`` builds each payload; default
+            ``{"seq": seq, "value": <random float>}``.
+        duplicates: Fraction of events that repeat an earlier id (0..1), to
+            exercise idempotent sinks.
+        seed: Seed of the generator, for reproducible runs.
+        prefix: Id prefix; ids are ``f"{prefix}{seq}"``.
+        key: ``key(payload)`` sets each event's key.
+    """
+
+    def __init__(
+        self,
+        count: int | None = None,
+        *,
+        rate: float | None = None,
+        payload: Callable[[int, random.Random], Any] = _default_payload,
+        duplicates: float = 0.0,
+        seed: int | None = None,
+        prefix: str = "",
+        key: Callable[[Any], Any] | None = None,
+        name: str = "synthetic",
+    ) -> None:
+        if count is not None and (not isinstance(count, int) or count < 0):
+            raise ConfigError(f"'count' must be >= 0 or None: {count!r}")
+        if rate is not None and not rate > 0:
+            raise ConfigError(f"'rate' must be > 0 or None: {rate!r}")
+        if not 0 <= duplicates < 1:
+            raise ConfigError(f"'duplicates' must be in [0, 1): {duplicates!r}")
+        self.name = name
+        self.count = count
+        self.rate = rate
+        self.duplicates = duplicates
+        self._payload = payload
+        self._key = key
+        self._prefix = prefix
+        self._rng = random.Random(seed)
+        self._seq = 0
+        self._next_due: float | None = None
+        self.committed = 0
+
+    async def read(self, max_events: int) -> Read | None:
+        remaining = max_events if self.count is None else min(max_events, self.count - self._seq)
+        if remaining <= 0:
+            return None
+        if self.rate is not None:
+            now = anyio.current_time()
+            if self._next_due is None:
+                self._next_due = now
+            # emit what is due now (at least one event), then sleep until the next one
+            due = int((now - self._next_due) * self.rate) + 1
+            remaining = min(remaining, due)
+            self._next_due += remaining / self.rate
+            if self._next_due > now:
+                await anyio.sleep_until(self._next_due)
+        rng = self._rng
+        events = []
+        now_wall = time.time()
+        for _ in range(remaining):
+            seq = self._seq
+            self._seq += 1
+            ident = seq
+            if self.duplicates and seq and rng.random() < self.duplicates:
+                ident = rng.randrange(seq)
+            payload = self._payload(ident, rng)
+            key = self._key(payload) if self._key is not None else None
+            events.append(
+                Event(id=f"{self._prefix}{ident}", payload=payload, key=key, event_time=now_wall)
+            )
+        return Read(events, self._seq)
+
+    async def commit(self, offsets: Any) -> None:
+        self.committed = offsets[-1]
+
+
+def synthetic(count: int | None = None, **options: Any) -> Synthetic:
+    """A :class:`Synthetic` source; see its arguments."""
+    return Synthetic(count, **options)

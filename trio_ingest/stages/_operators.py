@@ -1,0 +1,566 @@
+"""Built-in stages: per-event functions applied to whole batches.
+
+Users write per-event functions; each operator applies its function across a
+batch's parallel lists in one pass (``list.extend(map(fn, ...))``), so a ``map``
+creates no per-event objects. A function that raises fails only its own event:
+the pass resumes after it, the failure is retried under the stage's policy and
+then dead-lettered, and the function is never called twice for one success.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from typing import Any, ClassVar
+
+import attrs
+
+from .._edge import Batch
+from .._errors import ConfigError
+from .._event import Event
+from .._retry import RetryPolicy
+
+__all__ = (
+    "BatchStage",
+    "Operator",
+    "Route",
+    "batch",
+    "filter",
+    "flat_map",
+    "inspect_",
+    "key_by",
+    "map",
+    "map_batch",
+    "map_event",
+    "route",
+    "route_by_key",
+)
+
+_builtin_map = map
+_builtin_filter = filter
+FAILED: Any = object()  # placeholder for a result whose call raised
+
+
+def is_async_callable(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` returns an awaitable (async def, or async ``__call__``)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 -- we want the bound __call__ itself
+    )
+
+
+def apply_each(
+    fn: Callable[[Any], Any], items: Sequence[Any]
+) -> tuple[list[Any], list[tuple[int, Exception]]]:
+    """Call ``fn`` on every item; a failing call leaves ``FAILED`` and its error."""
+    out: list[Any] = []
+    failures: list[tuple[int, Exception]] = []
+    try:
+        out.extend(_builtin_map(fn, items))  # the fast path: no Python-level loop
+    except Exception as exc:
+        # list.extend keeps what the iterator yielded before it raised, so len(out)
+        # is the failing index: resume after it without calling anyone twice.
+        while True:
+            failures.append((len(out), exc))
+            out.append(FAILED)
+            try:
+                out.extend(_builtin_map(fn, itertools.islice(items, len(out), None)))
+            except Exception as again:
+                exc = again
+            else:
+                break
+    return out, failures
+
+
+async def apply_each_async(
+    fn: Callable[[Any], Awaitable[Any]], items: Sequence[Any]
+) -> tuple[list[Any], list[tuple[int, Exception]]]:
+    """Await ``fn`` on every item in turn; a failing call leaves ``FAILED``."""
+    out: list[Any] = []
+    failures: list[tuple[int, Exception]] = []
+    append = out.append
+    for i, item in enumerate(items):
+        try:
+            append(await fn(item))
+        except Exception as exc:
+            failures.append((i, exc))
+            append(FAILED)
+    return out, failures
+
+
+def _default_name(kind: str, fn: Callable[..., Any] | None) -> str:
+    name = getattr(fn, "__name__", None)
+    if not name or name == "<lambda>":
+        return kind
+    return str(name)
+
+
+def _check_workers(workers: int) -> int:
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"'workers' must be >= 1: {workers!r}")
+    return workers
+
+
+def _check_policy(retry: RetryPolicy | None) -> RetryPolicy | None:
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ConfigError(f"'retry' must be a RetryPolicy or None: {retry!r}")
+    return retry
+
+
+class Operator:
+    """A built-in stage: one per-event function applied across each batch.
+
+    Subclasses say what the function receives (``inputs``) and how its results
+    become the outgoing batch (``assemble``); the runtime does the rest
+    (workers, ordering, retries, dead letters, metrics).
+    """
+
+    kind: ClassVar[str] = "stage"
+    fn: Callable[[Any], Any]
+
+    def __init__(
+        self,
+        fn: Callable[[Any], Any],
+        *,
+        name: str | None = None,
+        workers: int = 1,
+        ordered: bool = False,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise ConfigError(f"{self.kind}() needs a callable: {fn!r}")
+        self.fn = fn
+        self.is_async = is_async_callable(fn)
+        # what the runtime calls per event: the user's function itself when no
+        # wrapper is needed (one Python frame less per event)
+        self.call = fn if type(self).call is Operator.call else self.call
+        self.name = name if name is not None else _default_name(self.kind, fn)
+        self.name_given = name is not None
+        self.workers = _check_workers(workers)
+        self.ordered = bool(ordered)
+        self.retry = _check_policy(retry)
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} {self.name!r} workers={self.workers}>"
+
+    @property
+    def fusable(self) -> bool:
+        """Runs inline in its neighbours' task: sync, one worker, stateless."""
+        return not self.is_async and self.workers == 1
+
+    def inputs(self, batch: Batch) -> Sequence[Any]:
+        return batch.payloads
+
+    def call(self, item: Any) -> Any:
+        """Call the user's function once (sync operators)."""
+        return self.fn(item)
+
+    async def call_async(self, item: Any) -> Any:
+        """Call the user's function once (async operators)."""
+        return await self.fn(item)
+
+    def assemble(self, batch: Batch, results: list[Any], dead: set[int]) -> StepResult:
+        raise NotImplementedError
+
+
+@attrs.define(slots=True)
+class StepResult:
+    """What one operator made of a batch: the output, plus accounting deltas."""
+
+    batch: Batch
+    dropped: Batch | None = None  # filtered out: finished now
+    expanded: int = 0  # net events added (flat_map children beyond the first)
+
+
+def _without(batch: Batch, dead: set[int]) -> Batch:
+    if not dead:
+        return batch
+    return batch.select([i for i in range(len(batch)) if i not in dead])
+
+
+class Map(Operator):
+    kind = "map"
+
+    def assemble(self, batch: Batch, results: list[Any], dead: set[int]) -> StepResult:
+        out = Batch(batch.events, results, batch.tokens)
+        return StepResult(_without(out, dead))
+
+
+class MapEvent(Operator):
+    kind = "map_event"
+
+    def inputs(self, batch: Batch) -> Sequence[Any]:
+        return batch.materialize()
+
+    def call(self, item: Any) -> Any:
+        return _must_be_event(self.name, self.fn(item))
+
+    async def call_async(self, item: Any) -> Any:
+        return _must_be_event(self.name, await self.fn(item))
+
+    def assemble(self, batch: Batch, results: list[Any], dead: set[int]) -> StepResult:
+        if dead:
+            keep = [i for i in range(len(batch)) if i not in dead]
+            results = [results[i] for i in keep]
+            tokens = [batch.tokens[i] for i in keep]
+        else:
+            tokens = batch.tokens
+        return StepResult(Batch(results, [e.payload for e in results], tokens))
+
+
+def _must_be_event(node: str, value: Any) -> Event:
+    if not isinstance(value, Event):
+        raise TypeError(f"map_event function of {node!r} must return an Event, got {value!r}")
+    return value
+
+
+class Filter(Operator):
+    kind = "filter"
+
+    def assemble(self, batch: Batch, results: list[Any], dead: set[int]) -> StepResult:
+        keep: list[int] = []
+        drop: list[int] = []
+        for i, ok in enumerate(results):
+            if i in dead:
+                continue
+            (keep if ok else drop).append(i)
+        if not drop and not dead:
+            return StepResult(batch)
+        return StepResult(batch.select(keep), dropped=batch.select(drop) if drop else None)
+
+
+class FlatMap(Operator):
+    kind = "flat_map"
+
+    def call(self, item: Any) -> Any:
+        return list(self.fn(item))
+
+    async def call_async(self, item: Any) -> Any:
+        result = await self.fn(item)
+        if hasattr(result, "__aiter__"):
+            return [child async for child in result]
+        return list(result)
+
+    def assemble(self, batch: Batch, results: list[Any], dead: set[int]) -> StepResult:
+        events: list[Event] = []
+        payloads: list[Any] = []
+        tokens = []
+        drop: list[int] = []
+        expanded = 0
+        for i, children in enumerate(results):
+            if i in dead:
+                continue
+            if not children:
+                drop.append(i)
+                continue
+            parent = batch.events[i]
+            token = batch.tokens[i]
+            for j, child in enumerate(children):
+                if isinstance(child, Event):
+                    events.append(child)
+                    payloads.append(child.payload)
+                else:
+                    events.append(
+                        Event(
+                            id=f"{parent.id}:{j}",
+                            payload=child,
+                            key=parent.key,
+                            event_time=parent.event_time,
+                            headers=parent.headers,
+                        )
+                    )
+                    payloads.append(child)
+                tokens.append(token)
+            token.pending += len(children) - 1  # each child finishes on its own
+            expanded += len(children) - 1
+        dropped = batch.select(drop) if drop else None
+        return StepResult(Batch(events, payloads, tokens), dropped=dropped, expanded=expanded)
+
+
+class KeyBy(Operator):
+    kind = "key_by"
+
+    def assemble(self, batch: Batch, results: list[Any], dead: set[int]) -> StepResult:
+        evolve = attrs.evolve
+        events = [
+            evolve(e, key=k, payload=p)
+            for e, k, p in zip(batch.events, results, batch.payloads, strict=True)
+            if k is not FAILED
+        ]
+        if dead:
+            keep = [i for i in range(len(batch)) if i not in dead]
+            out = Batch(events, [batch.payloads[i] for i in keep], [batch.tokens[i] for i in keep])
+        else:
+            out = Batch(events, batch.payloads, batch.tokens)
+        return StepResult(out)
+
+
+class Inspect(Operator):
+    kind = "inspect"
+
+    def assemble(self, batch: Batch, results: list[Any], dead: set[int]) -> StepResult:
+        return StepResult(_without(batch, dead))
+
+
+class MapBatch(Operator):
+    """``fn(payloads) -> payloads`` over the whole batch, for vectorised code."""
+
+    kind = "map_batch"
+
+    def assemble(self, batch: Batch, results: list[Any], dead: set[int]) -> StepResult:
+        return StepResult(Batch(batch.events, results, batch.tokens))
+
+
+class Route(Operator):
+    """Sends each event to one named output port chosen by ``fn``."""
+
+    kind = "route"
+
+    def __init__(
+        self,
+        fn: Callable[[Any], Any],
+        ports: Sequence[str],
+        *,
+        default: str | None = None,
+        by_key: bool = False,
+        name: str | None = None,
+        workers: int = 1,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(fn, name=name, workers=workers, retry=retry)
+        self.ports = tuple(ports)
+        if not self.ports or len(set(self.ports)) != len(self.ports):
+            raise ConfigError(f"route {self.name!r}: 'ports' must be distinct names: {ports!r}")
+        if default is not None and default not in self.ports:
+            raise ConfigError(f"route {self.name!r}: 'default' must be one of {self.ports}")
+        self.default = default
+        self.by_key = by_key
+
+    def inputs(self, batch: Batch) -> Sequence[Any]:
+        if self.by_key:
+            return [e.key for e in batch.events]
+        return batch.payloads
+
+    def assemble(self, batch: Batch, results: list[Any], dead: set[int]) -> StepResult:
+        raise AssertionError("routes are assembled by the runtime")  # pragma: no cover
+
+
+def _route_by_key_fn(ports: tuple[str, ...]) -> Callable[[Hashable], str]:
+    import zlib
+
+    def pick(key: Hashable) -> str:
+        # crc32, not hash(): the choice must survive a restart (PYTHONHASHSEED)
+        return ports[zlib.crc32(str(key).encode()) % len(ports)]
+
+    return pick
+
+
+class BatchStage:
+    """Regroups the stream into batches of ``max_size`` events, or fewer after ``max_wait``."""
+
+    kind = "batch"
+    is_async = True
+    fusable = False
+    ordered = False
+    retry = None
+    workers = 1
+
+    def __init__(self, max_size: int, max_wait: float, *, name: str | None = None) -> None:
+        if not isinstance(max_size, int) or max_size < 1:
+            raise ConfigError(f"'max_size' must be >= 1: {max_size!r}")
+        if not max_wait >= 0:
+            raise ConfigError(f"'max_wait' must be >= 0: {max_wait!r}")
+        self.max_size = max_size
+        self.max_wait = float(max_wait)
+        self.name = name or "batch"
+        self.name_given = name is not None
+
+    def __repr__(self) -> str:
+        return f"<batch {self.name!r} max_size={self.max_size} max_wait={self.max_wait}>"
+
+
+# -- the public constructors ----------------------------------------------------
+
+
+def map(  # noqa: A001 -- the name users expect, exported as ti.map
+    fn: Callable[[Any], Any],
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    ordered: bool = False,
+    retry: RetryPolicy | None = None,
+) -> Operator:
+    """Replace each event's payload with ``fn(payload)`` (sync or async).
+
+    The event keeps its id, key, event time and acknowledgement.
+    """
+    return Map(fn, name=name, workers=workers, ordered=ordered, retry=retry)
+
+
+def map_event(
+    fn: Callable[[Event], Event | Awaitable[Event]],
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    ordered: bool = False,
+    retry: RetryPolicy | None = None,
+) -> Operator:
+    """Replace each event with ``fn(event)``, for code that needs the id, key or headers.
+
+    The result must be an :class:`Event`; it inherits the acknowledgement.
+    """
+    return MapEvent(fn, name=name, workers=workers, ordered=ordered, retry=retry)
+
+
+def filter(  # noqa: A001 -- exported as ti.filter
+    pred: Callable[[Any], Any],
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    ordered: bool = False,
+    retry: RetryPolicy | None = None,
+) -> Operator:
+    """Keep the events whose payload ``pred`` holds for; the rest count as filtered."""
+    return Filter(pred, name=name, workers=workers, ordered=ordered, retry=retry)
+
+
+def flat_map(
+    fn: Callable[[Any], Iterable[Any]],
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    ordered: bool = False,
+    retry: RetryPolicy | None = None,
+) -> Operator:
+    """Replace each event with the children ``fn(payload)`` returns.
+
+    Children that are not :class:`Event` get the id ``"<parent id>:<index>"``
+    (deterministic, so a replay deduplicates) and the parent's key and time.
+    No children counts the parent as filtered.
+    """
+    return FlatMap(fn, name=name, workers=workers, ordered=ordered, retry=retry)
+
+
+def map_batch(
+    fn: Callable[[list[Any]], Sequence[Any]],
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    ordered: bool = False,
+    retry: RetryPolicy | None = None,
+) -> Operator:
+    """Replace the payloads of a whole batch with ``fn(payloads)`` (same length), for vectorised code.
+
+    If ``fn`` raises, the whole batch is retried, then dead-lettered.
+    """
+    return MapBatch(fn, name=name, workers=workers, ordered=ordered, retry=retry)
+
+
+def key_by(
+    fn: Callable[[Any], Hashable],
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> Operator:
+    """Set each event's key to ``fn(payload)``.
+
+    Downstream stages with ``workers > 1`` then keep per-key order: events of
+    one key always go to the same worker.
+    """
+    return KeyBy(fn, name=name, retry=retry)
+
+
+def inspect_(
+    fn: Callable[[Any], Any],
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> Operator:
+    """Call ``fn(payload)`` for its side effect and pass the event on unchanged."""
+    return Inspect(fn, name=name, retry=retry)
+
+
+def batch(max_size: int, max_wait: float, *, name: str | None = None) -> BatchStage:
+    """Regroup events into batches of ``max_size``, or what arrived within ``max_wait`` seconds.
+
+    Put it before a sink to make its writes large (one transaction per batch).
+    """
+    return BatchStage(max_size, max_wait, name=name)
+
+
+def route(
+    fn: Callable[[Any], str | None],
+    ports: Sequence[str],
+    *,
+    default: str | None = None,
+    name: str | None = None,
+    workers: int = 1,
+    retry: RetryPolicy | None = None,
+) -> Route:
+    """Send each event to the output port ``fn(payload)`` names.
+
+    ``None`` drops the event (counted as filtered); a name not in ``ports``
+    goes to ``default``, or is dead-lettered when there is none.
+    """
+    return Route(fn, ports, default=default, name=name, workers=workers, retry=retry)
+
+
+def route_by_key(ports: Sequence[str], *, name: str | None = None) -> Route:
+    """Spread events over ``ports`` by a stable hash of their key (per-key order per port)."""
+    ports = tuple(ports)
+    return Route(_route_by_key_fn(ports), ports, by_key=True, name=name or "route_by_key")
+
+
+class ChainFailure(Exception):
+    """Raised by a composed map chain: stage ``index`` failed on ``item`` with ``error``."""
+
+    def __init__(self, index: int, item: Any, error: Exception) -> None:
+        super().__init__(index, item, error)
+        self.index = index
+        self.item = item
+        self.error = error
+
+
+class MapChain:
+    """Consecutive sync ``map`` stages composed into one per-event function.
+
+    ``h(g(f(p)))`` in one pass instead of three passes and two intermediate
+    lists: the plain loop's own shape. A ``try`` per step costs nothing when
+    nothing raises (zero-cost exceptions, Python 3.11), and tells which stage
+    failed and on what input when something does.
+    """
+
+    def __init__(self, maps: list[Operator]) -> None:
+        self.maps = maps
+        # The generated loop is the plain loop itself: no wrapper frame per event.
+        source = ["def run(items, out):", "    append = out.append", "    for p in items:"]
+        for i in range(len(maps)):
+            source += [
+                "        try:",
+                f"            p = f{i}(p)",
+                "        except Exception as e:",
+                f"            raise ChainFailure({i}, p, e) from e",
+            ]
+        source.append("        append(p)")
+        namespace: dict[str, Any] = {f"f{i}": op.fn for i, op in enumerate(maps)}
+        namespace["ChainFailure"] = ChainFailure
+        exec("\n".join(source), namespace)  # noqa: S102 -- generated from fixed text, no user input
+        self._run: Callable[[Sequence[Any], list[Any]], None] = namespace["run"]
+
+    def apply(self, items: Sequence[Any]) -> tuple[list[Any], list[tuple[int, Exception]]]:
+        """Run the chain over ``items``; a failing event leaves ``FAILED`` and its ChainFailure."""
+        out: list[Any] = []
+        failures: list[tuple[int, Exception]] = []
+        try:
+            self._run(items, out)
+        except ChainFailure as failure:
+            while True:
+                failures.append((len(out), failure))
+                out.append(FAILED)
+                try:
+                    self._run(itertools.islice(items, len(out), None), out)  # type: ignore[arg-type]
+                except ChainFailure as again:
+                    failure = again
+                else:
+                    break
+        return out, failures
