@@ -19,3 +19,40 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def mock_clock_backend() -> tuple[str, dict[str, object]]:
     return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
+
+
+# -- real services --------------------------------------------------------------
+# Connector tests talk to real servers. On a machine without them they skip with
+# the reason; under CI=true a missing service is a failure, never a skip.
+
+import os  # noqa: E402
+import socket  # noqa: E402
+
+POSTGRES_DSN = os.environ.get(
+    "TRIO_INGEST_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("TRIO_INGEST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip (or under CI=true, fail) unless ``host:port`` accepts a TCP connection."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return
+    except OSError as exc:
+        message = f"{name} is not reachable on {host}:{port} ({exc})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI requires it", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def postgres_dsn() -> str:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    return POSTGRES_DSN
+
+
+@pytest.fixture
+def redis_url() -> str:
+    require_service("Redis", "127.0.0.1", 6379)
+    return REDIS_URL

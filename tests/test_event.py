@@ -10,7 +10,13 @@ def test_event_is_a_frozen_value() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         e.id = "2"  # type: ignore[misc]
     assert dict(e.headers) == {}
-    assert e.to_dict() == {"id": "1", "key": "k", "event_time": 5.0, "headers": {}, "payload": {"a": 1}}
+    assert e.to_dict() == {
+        "id": "1",
+        "key": "k",
+        "event_time": 5.0,
+        "headers": {},
+        "payload": {"a": 1},
+    }
 
 
 @pytest.mark.parametrize("bad", ["", None, 3, b"x"])

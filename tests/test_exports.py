@@ -10,7 +10,8 @@ def test_all_names_exist_and_are_public() -> None:
 
     # subpackages show up as attributes once imported; every other name is listed
     exported = {
-        n for n in dir(ti)
+        n
+        for n in dir(ti)
         if not n.startswith("_") and not isinstance(getattr(ti, n), types.ModuleType)
     }
     assert exported - set(ti.__all__) == set()
@@ -24,9 +25,24 @@ def test_subpackages_export_what_they_list() -> None:
 
 def test_contract_names() -> None:
     for name in (
-        "Event", "Pipeline", "Graph", "RetryPolicy", "ExponentialBackoff", "ConstantBackoff",
-        "Sink", "TransientError", "RunReport", "map", "filter", "flat_map", "map_batch",
-        "batch", "key_by", "inspect", "tap", "map_event",
+        "Event",
+        "Pipeline",
+        "Graph",
+        "RetryPolicy",
+        "ExponentialBackoff",
+        "ConstantBackoff",
+        "Sink",
+        "TransientError",
+        "RunReport",
+        "map",
+        "filter",
+        "flat_map",
+        "map_batch",
+        "batch",
+        "key_by",
+        "inspect",
+        "tap",
+        "map_event",
     ):
         assert name in ti.__all__
     assert callable(ti.sources.from_iterable)

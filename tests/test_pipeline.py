@@ -6,6 +6,7 @@ import random
 import sys
 
 import anyio
+import anyio.lowlevel
 import pytest
 import sniffio
 
@@ -48,8 +49,9 @@ async def test_the_public_contract() -> None:
     assert report.received == 10_000 and report.filtered == 1_000 and report.delivered == 9_000
     values = [e.payload["value"] for e in sink.events]
     assert values == [v for v in range(10_000) if v % 10]  # ordered=True kept input order
-    assert all(e.payload["enriched"] and e.payload["double"] == 2 * e.payload["value"]
-               for e in sink.events)
+    assert all(
+        e.payload["enriched"] and e.payload["double"] == 2 * e.payload["value"] for e in sink.events
+    )
     assert [e.id for e in sink.events] == [str(v) for v in values]  # ids survive map
     assert report.completed and report.in_flight == 0
     assert report.committed["source"] == 10_000
@@ -64,7 +66,7 @@ async def test_payload_sources_get_ids_from_positions() -> None:
 async def test_async_iterable_source() -> None:
     async def gen():  # type: ignore[no-untyped-def]
         for i in range(5):
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             yield i
 
     sink = ti.sinks.Memory()
@@ -89,7 +91,11 @@ async def test_event_metadata_survives_map_and_map_event_sees_it() -> None:
     assert seen[0].payload == 2 and seen[0].key == "k"
     out = sink.events[0]
     assert (out.id, out.payload, out.key, out.event_time, dict(out.headers)) == (
-        "a", 200, "k", 10.0, {"h": "2"},
+        "a",
+        200,
+        "k",
+        10.0,
+        {"h": "2"},
     )
 
 
@@ -219,7 +225,7 @@ async def test_no_task_outlives_a_failed_run() -> None:
         ).run()
     if isinstance(info.value, ExceptionGroup):
         assert info.value.split(ti.StageError)[1] is None
-    await anyio.sleep(0)
+    await anyio.lowlevel.checkpoint()
     assert len(_tasks()) == before
 
 
@@ -391,9 +397,7 @@ async def test_serve_handle_is_a_producer_and_stops_gracefully() -> None:
             self.got.extend(e.id for e in evs)
 
     sink = MySink()
-    pipeline = ti.Pipeline(
-        ti.sources.from_iterable(events(10)), ti.map(lambda p: p), sink=sink
-    )
+    pipeline = ti.Pipeline(ti.sources.from_iterable(events(10)), ti.map(lambda p: p), sink=sink)
     async with anyio.create_task_group() as tg:
         handle = await tg.start(pipeline.serve)
         await anyio.sleep(0.05)  # the source is exhausted; serve keeps running
@@ -410,8 +414,11 @@ async def test_serve_handle_is_a_producer_and_stops_gracefully() -> None:
 
 async def test_handle_send_blocks_while_the_first_edge_is_full() -> None:
     pipeline = ti.Pipeline(
-        ti.sources.from_iterable([]), ti.map(lambda p: p, workers=2),
-        sink=ti.testing.HangingSink(), capacity=10, max_batch=5,
+        ti.sources.from_iterable([]),
+        ti.map(lambda p: p, workers=2),
+        sink=ti.testing.HangingSink(),
+        capacity=10,
+        max_batch=5,
     )
     sent = 0
     async with anyio.create_task_group() as tg:
@@ -469,8 +476,11 @@ async def test_backpressure_producer_blocks_at_capacity() -> None:
     """With a sink that never completes, the producer stops once the edges are full."""
     src = ti.sources.synthetic(None)
     pipeline = ti.Pipeline(
-        src, ti.map(lambda p: p, workers=2), sink=ti.testing.HangingSink(),
-        capacity=100, max_batch=10,
+        src,
+        ti.map(lambda p: p, workers=2),
+        sink=ti.testing.HangingSink(),
+        capacity=100,
+        max_batch=10,
     )
     async with anyio.create_task_group() as tg:
         handle = await tg.start(pipeline.serve)
@@ -487,11 +497,46 @@ async def test_backpressure_producer_blocks_at_capacity() -> None:
 
 async def test_synthetic_source_duplicates_and_rate() -> None:
     sink = ti.sinks.Memory(idempotent=True)
-    report = await ti.Pipeline(
-        ti.sources.synthetic(500, duplicates=0.2, seed=3), sink=sink
-    ).run()
+    report = await ti.Pipeline(ti.sources.synthetic(500, duplicates=0.2, seed=3), sink=sink).run()
     assert report.delivered == 500
     assert 300 < len(sink.events) < 480  # duplicate ids stored once
     start = anyio.current_time()
     await ti.Pipeline(ti.sources.synthetic(20, rate=100.0), sink=ti.sinks.Null()).run()
     assert anyio.current_time() - start >= 0.15
+
+
+class BufferSink(ti.Sink):
+    """Holds writes until flush(): events count as delivered, acks wait for flush."""
+
+    buffered = True
+    flush_every = 1_000_000
+    flush_interval = 0.2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[ti.Event] = []
+        self.durable: list[ti.Event] = []
+        self.flushes = 0
+
+    async def write_batch(self, evs):  # type: ignore[no-untyped-def]
+        self.pending.extend(evs)
+
+    async def flush(self) -> None:
+        self.flushes += 1
+        self.durable += self.pending
+        self.pending = []
+
+
+async def test_buffered_sink_acks_only_after_flush_and_flushes_on_age() -> None:
+    sink = BufferSink()
+    src = ti.sources.from_iterable(events(100))
+    pipeline = ti.Pipeline(src, sink=sink)
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(pipeline.serve)
+        await anyio.sleep(0.05)
+        assert len(sink.pending) == 100 and sink.durable == []
+        assert handle.report().committed["source"] is None  # written, not yet durable
+        await anyio.sleep(0.4)  # no new events: the age flush still happens
+        assert len(sink.durable) == 100 and sink.flushes >= 1
+        assert handle.report().committed["source"] == 100
+        await handle.stop()

@@ -69,7 +69,9 @@ def test_retries_only_the_listed_errors() -> None:
     assert not policy.retries(ti.PermanentError())
 
 
-def _run_sink(sink: ti.Sink, policy: ti.RetryPolicy, n: int = 3) -> tuple[ti.RunReport, ti.sinks.Memory, float]:
+def _run_sink(
+    sink: ti.Sink, policy: ti.RetryPolicy, n: int = 3
+) -> tuple[ti.RunReport, ti.sinks.Memory, float]:
     dead = ti.sinks.Memory()
 
     async def main() -> tuple[ti.RunReport, float]:
@@ -125,7 +127,7 @@ def test_exhausted_retries_dead_letter_with_the_attempt_count() -> None:
 def test_deadline_cuts_retries_short() -> None:
     sink = ti.testing.FlakySink(fail_first=100)
     policy = ti.RetryPolicy(max_attempts=50, backoff=ti.ConstantBackoff(1.0), deadline=3.5)
-    report, dead, took = _run_sink(sink, policy)
+    report, _dead, _took = _run_sink(sink, policy)
     assert len(sink.attempts) == 4  # waits at 1, 2, 3; a 4th wait would end at 4 > 3.5
     assert report.dead_lettered == 3
 
@@ -145,7 +147,7 @@ def test_circuit_breaker_pauses_writes_after_consecutive_failures() -> None:
     breaker = ti.CircuitBreaker(failures=2, reset_after=10.0)
     sink = ti.testing.FlakySink(fail_first=3, breaker=breaker)
     policy = ti.RetryPolicy(max_attempts=10, backoff=ti.ConstantBackoff(0.1))
-    report, _dead, took = _run_sink(sink, policy)
+    report, _dead, _took = _run_sink(sink, policy)
     assert report.delivered == 3
     gaps = [b - a for a, b in zip(sink.attempts, sink.attempts[1:], strict=False)]
     # the 2nd failure opens the breaker: the 3rd attempt waits out reset_after

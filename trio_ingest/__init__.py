@@ -13,10 +13,10 @@ Sources produce, stages transform, sinks write, edges connect::
 """
 
 from . import observe as observe
-from . import testing as testing
 from . import sinks as sinks
 from . import sources as sources
 from . import stages as stages
+from . import testing as testing
 from ._edge import EdgeStatistics as EdgeStatistics
 from ._errors import ConfigError as ConfigError
 from ._errors import DeadLetterError as DeadLetterError
@@ -44,11 +44,11 @@ from .sinks import Sink as Sink
 from .sources import Read as Read
 from .sources import Source as Source
 from .stages import batch as batch
-from .stages import filter as filter  # noqa: A004 -- the stage's public name
+from .stages import filter as filter
 from .stages import flat_map as flat_map
 from .stages import inspect as inspect
 from .stages import key_by as key_by
-from .stages import map as map  # noqa: A004 -- the stage's public name
+from .stages import map as map
 from .stages import map_batch as map_batch
 from .stages import map_event as map_event
 from .stages import route as route
@@ -78,8 +78,8 @@ __all__ = (
     "RetryExhaustedError",
     "RetryPolicy",
     "RunReport",
-    "SinkError",
     "Sink",
+    "SinkError",
     "Source",
     "SourceError",
     "StageError",

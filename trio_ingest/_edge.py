@@ -22,6 +22,7 @@ from ._loop import ANYIO, LoopFunctions
 
 _payload_of = operator.attrgetter("payload")
 
+
 class EdgeBrokenError(anyio.BrokenResourceError):
     """A send found no receiver left: a consequence of a downstream node's failure."""
 

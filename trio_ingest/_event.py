@@ -14,7 +14,7 @@ __all__ = ("DeadLetter", "Event")
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
-def _check_id(_instance: object, _attribute: object, value: object) -> None:
+def _check_id(_instance: object, _attribute: attrs.Attribute[str], value: str) -> None:
     if type(value) is not str or not value:
         raise ValueError(f"'id' must be a non-empty str: {value!r}")
 

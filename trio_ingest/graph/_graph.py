@@ -17,7 +17,7 @@ from ..stages._operators import BatchStage, Operator, Route
 
 if TYPE_CHECKING:
     from ..runtime._report import RunReport
-    from ..runtime._runtime import PipelineHandle
+    from ..runtime._runtime import PipelineHandle, Runtime
 
 __all__ = ("Graph", "Node", "NodeRef", "Pipeline")
 
@@ -113,10 +113,11 @@ class Graph:
         self.shutdown_timeout = float(shutdown_timeout)
         self.commit_timeout = float(commit_timeout)
         self.nodes: dict[str, Node] = {}
-        self._running = False
+        self._runtime: Runtime | None = None
 
     # -- building -------------------------------------------------------------
     def _name_for(self, obj: Any, name: str | None, fallback: str) -> str:
+        # a name the user chose must be unique; a default one is made unique
         if name is None and getattr(obj, "name_given", True):
             name = getattr(obj, "name", None) or None
         if name is not None:
@@ -132,8 +133,14 @@ class Graph:
             candidate = f"{base}-{n}"
         return candidate
 
-    def _add(self, role: Literal["source", "stage", "sink"], obj: Any, name: str | None,
-             inputs: NodeRef | Sequence[NodeRef] | None, fallback: str) -> str:
+    def _add(
+        self,
+        role: Literal["source", "stage", "sink"],
+        obj: Any,
+        name: str | None,
+        inputs: NodeRef | Sequence[NodeRef] | None,
+        fallback: str,
+    ) -> str:
         if any(node.obj is obj for node in self.nodes.values()) or obj is self.dead_letter:
             raise GraphError(f"{obj!r} is already in the graph: create one object per node")
         node_name = self._name_for(obj, name, fallback)
@@ -151,7 +158,10 @@ class Graph:
         return self._add("source", source, name, None, "source")
 
     def add_stage(
-        self, stage: StageLike, *, inputs: NodeRef | Sequence[NodeRef] | None = None,
+        self,
+        stage: StageLike,
+        *,
+        inputs: NodeRef | Sequence[NodeRef] | None = None,
         name: str | None = None,
     ) -> str:
         """Add a stage reading from ``inputs`` (names, or ``(route, port)``); returns its name."""
@@ -163,7 +173,10 @@ class Graph:
         return self._add("stage", stage, name, inputs, getattr(stage, "kind", "stage"))
 
     def add_sink(
-        self, sink: Sink, *, inputs: NodeRef | Sequence[NodeRef] | None = None,
+        self,
+        sink: Sink,
+        *,
+        inputs: NodeRef | Sequence[NodeRef] | None = None,
         name: str | None = None,
     ) -> str:
         """Add a sink reading from ``inputs``; returns its node name."""
@@ -221,8 +234,10 @@ class Graph:
                             f"route {up!r} has no port {port!r} (ports: {upstream.obj.ports})"
                         )
                 elif port is not None:
-                    raise GraphError(f"{node.role} {node.name!r} reads port {port!r} of {up!r}, "
-                                     "which is not a route")
+                    raise GraphError(
+                        f"{node.role} {node.name!r} reads port {port!r} of {up!r}, "
+                        "which is not a route"
+                    )
             if len(set(node.inputs)) != len(node.inputs):
                 raise GraphError(f"{node.role} {node.name!r} reads the same input twice")
         self._check_cycles()
@@ -250,7 +265,7 @@ class Graph:
             stack.append(name)
             for up, _port in self.nodes[name].inputs:
                 if state.get(up) == 1:
-                    cycle = [*stack[stack.index(up):], up]
+                    cycle = [*stack[stack.index(up) :], up]
                     raise GraphError("cycle: " + " <- ".join(cycle))
                 if up not in state:
                     visit(up)
@@ -299,10 +314,7 @@ class Graph:
             Exception: The first failure of a node, unwrapped, with a note naming
                 the node; ``ExceptionGroup`` when several nodes failed at once.
         """
-        from ..runtime._runtime import Runtime
-
-        self.validate()
-        runtime = Runtime(self, serving=False)
+        runtime = self._start(serving=False)
         await runtime.run()
         return runtime.report()
 
@@ -316,11 +328,21 @@ class Graph:
         live ``report``. Keeps running after the sources are exhausted, until
         ``stop()``. Raises as :meth:`run` does.
         """
+        runtime = self._start(serving=True)
+        await runtime.run(task_status=task_status)
+
+    def _start(self, *, serving: bool) -> Runtime:
         from ..runtime._runtime import Runtime
 
+        if self._runtime is not None and not self._runtime.finished:
+            raise ConfigError("this graph is already running; build one graph per run")
         self.validate()
-        runtime = Runtime(self, serving=True)
-        await runtime.run(task_status=task_status)
+        self._runtime = Runtime(self, serving=serving)
+        return self._runtime
+
+    def report(self) -> RunReport | None:
+        """The live report of the run under way (or the last one); None before any run."""
+        return self._runtime.report() if self._runtime is not None else None
 
 
 class Pipeline(Graph):

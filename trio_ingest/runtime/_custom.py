@@ -29,26 +29,29 @@ class RuntimeInbox:
         self._worker = worker
         self._held = held
 
-    async def __aiter__(self) -> AsyncIterator[list[Event]]:
+    def __aiter__(self) -> AsyncIterator[list[Event]]:
+        return self
+
+    async def __anext__(self) -> list[Event]:
+        # A plain iterator, not an async generator: nothing to finalise if the
+        # stage stops iterating early (PEP 789).
         inbox = self._worker.inbox
         assert inbox is not None
+        try:
+            batch = await inbox.edge.receive(self._runner.rt.max_batch)
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+        events = batch.materialize()
         held = self._held
+        for event, token in zip(events, batch.tokens, strict=True):
+            queue = held.get(event.id)
+            if queue is None:
+                queue = held[event.id] = deque()
+            queue.append(token)
         stats = self._runner.stats
-        max_batch = self._runner.rt.max_batch
-        while True:
-            try:
-                batch = await inbox.edge.receive(max_batch)
-            except anyio.EndOfStream:
-                return
-            events = batch.materialize()
-            for event, token in zip(events, batch.tokens, strict=True):
-                queue = held.get(event.id)
-                if queue is None:
-                    queue = held[event.id] = deque()
-                queue.append(token)
-            stats.events_in += len(events)
-            stats.batches += 1
-            yield events
+        stats.events_in += len(events)
+        stats.batches += 1
+        return events
 
 
 class RuntimeOutbox:
@@ -111,4 +114,6 @@ class RuntimeOutbox:
         batch = Batch([event], [event.payload], [token])
         if not isinstance(error, Exception):
             error = IngestError(str(error))
-        await self._runner.rt.dead_letter(self._worker, self._runner.stats, batch, [0], [(error, 1)])
+        await self._runner.rt.dead_letter(
+            self._worker, self._runner.stats, batch, [0], [(error, 1)]
+        )

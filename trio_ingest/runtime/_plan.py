@@ -66,8 +66,9 @@ class Plan:
         return bound
 
 
-def _fusable_into(graph: Graph, node: Node, consumers: dict[tuple[str, str | None], list[str]],
-                  serving: bool) -> str | None:
+def _fusable_into(
+    graph: Graph, node: Node, consumers: dict[tuple[str, str | None], list[str]], serving: bool
+) -> str | None:
     obj = node.obj
     if node.role != "stage" or not isinstance(obj, Operator) or isinstance(obj, Route):
         return None

@@ -39,7 +39,7 @@ from .._errors import (
 from .._event import DeadLetter, Event
 from .._loop import ANYIO, LoopFunctions, current_loop
 from .._retry import BreakerState, RetryPolicy
-from ..graph._graph import Graph, Node
+from ..graph._graph import Graph
 from ..observe._stats import Histogram, NodeStats
 from ..sinks._base import Sink
 from ..sources._base import Read, Source
@@ -108,7 +108,11 @@ async def call_with_retry(
             stats.retries += 1
             log.warning(
                 "%s: attempt %d failed (%s: %s); retrying in %.3fs",
-                stats.name, attempts, type(error).__name__, error, delay,
+                stats.name,
+                attempts,
+                type(error).__name__,
+                error,
+                delay,
             )
             await anyio.sleep(delay)
         if breaker is not None:
@@ -230,6 +234,7 @@ class Runtime:
         if self.done is None:
             self.done = anyio.Event()
         self._drained = anyio.Event()
+        self.started_at = 0.0  # running: a second run() of the same graph is refused
         self.loop = current_loop()
         for edge in self.plan.edges():
             edge.bind(self.loop)
@@ -241,7 +246,9 @@ class Runtime:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                downstream: list[_Runner] = [r for r in self.runners if r not in self.source_runners]
+                downstream: list[_Runner] = [
+                    r for r in self.runners if r not in self.source_runners
+                ]
                 if self.dead_letter_runner is not None:
                     downstream.insert(0, self.dead_letter_runner)
                 self._downstream_open = len(downstream)
@@ -275,6 +282,10 @@ class Runtime:
         """Wait until every stage and sink task has finished."""
         assert self._drained is not None
         await self._drained.wait()
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
 
     def request_stop(self) -> None:
         """Stop intake: cancel the sources' reads and close the handle; the rest drains."""
@@ -334,7 +345,11 @@ class Runtime:
             )
             log.warning(
                 "%s: dead-lettering event %r after %d attempt(s): %s: %s",
-                stats.name, event.id, attempts, type(error).__name__, error,
+                stats.name,
+                event.id,
+                attempts,
+                type(error).__name__,
+                error,
             )
         stats.dead_lettered += len(records)
         out = Batch(records, [r.payload for r in records], [batch.tokens[i] for i in indices])
@@ -352,7 +367,10 @@ class Runtime:
         for letter in letters:
             log.warning(
                 "%s: rejected record %r: %s: %s",
-                stats.name, letter.event.id, letter.error_type, letter.error,
+                stats.name,
+                letter.event.id,
+                letter.error_type,
+                letter.error,
             )
         stats.dead_lettered += len(letters)
         events = [
@@ -396,7 +414,7 @@ class Runtime:
 def _in_async_context() -> bool:
     try:
         anyio.get_current_task()
-    except Exception:  # noqa: BLE001 -- any failure means "no event loop running here"
+    except Exception:
         return False
     return True
 
@@ -404,7 +422,7 @@ def _in_async_context() -> bool:
 def _now_or(fallback: float | None) -> float:
     try:
         return anyio.current_time()
-    except Exception:  # noqa: BLE001 -- outside the loop (a report read after the run)
+    except Exception:
         return fallback or 0.0
 
 
@@ -416,9 +434,7 @@ def _primary_failure(group: BaseExceptionGroup[BaseException]) -> BaseException 
     None when nothing else is left (let the group through as it is).
     """
     cancelled = anyio.get_cancelled_exc_class()
-    _consequences, rest = group.split(
-        lambda exc: isinstance(exc, cancelled | EdgeBrokenError)
-    )
+    _consequences, rest = group.split(lambda exc: isinstance(exc, cancelled | EdgeBrokenError))
     if rest is None:
         return None
     leaves: list[BaseException] = []
@@ -460,17 +476,21 @@ class _Runner:
         """The ops, with runs of sync ``map`` stages composed into one pass."""
         steps: list[Any] = []
         run: list[tuple[Operator, NodeStats]] = []
-        for op, stats in [*self.ops, (None, None)]:
+
+        def close_run() -> None:
+            if len(run) > 1:
+                steps.append((MapChain([o for o, _ in run]), list(run)))
+            elif run:
+                steps.append(run[0])
+            run.clear()
+
+        for op, stats in self.ops:
             if isinstance(op, Map) and not op.is_async:
                 run.append((op, stats))
                 continue
-            if len(run) > 1:
-                steps.append((MapChain([o for o, _ in run]), run))
-            elif run:
-                steps.append(run[0])
-            run = []
-            if op is not None:
-                steps.append((op, stats))
+            close_run()
+            steps.append((op, stats))
+        close_run()
         return steps
 
     async def process(self, worker: _Worker, batch: Batch) -> Batch:
@@ -552,11 +572,14 @@ class _Runner:
             _GiveUp: The policy gave up.
         """
         if op.is_async:
+
             async def again() -> Any:
                 return await op.call_async(item)
         else:
+
             async def again() -> Any:
                 return op.call(item)
+
         if error is not None:
             stats.errors += 1
         return await call_with_retry(op.retry, again, stats, first_error=error)
@@ -884,46 +907,59 @@ class BatchRunner(_Runner):
         outputs = worker.outputs.get(None, [])
         assert worker.inbox is not None
         edge = worker.inbox.edge
+        clock = self.rt.loop.clock
+        accumulator = _Accumulator(edge, stage.max_size, stage.max_wait, clock)
         with worker:
-            async for batch in _accumulate(edge, stage.max_size, stage.max_wait):
-                started = anyio.current_time()
+            while (batch := await accumulator.next()) is not None:
+                started = clock()
                 n = len(batch)
                 if self.ops:
                     batch = await self.process(worker, batch)
                 await self.emit(outputs, batch)
-                self.stats.record_batch(n, len(batch), anyio.current_time() - started)
+                self.stats.record_batch(n, len(batch), clock() - started)
 
 
-async def _accumulate(edge: Edge, max_size: int, max_wait: float) -> Any:
-    """Yield batches of ``max_size`` events, or fewer once ``max_wait`` passed since the first.
+class _Accumulator:
+    """Batches of ``max_size`` events, or fewer once ``max_wait`` passed since the first.
 
-    An async generator, but one that never yields inside a task group or
-    cancel scope of its own that the consumer could be suspended in (PEP 789).
+    ``await next()`` returns the next batch, or None at the end of the stream.
+    Cancelling ``next()`` loses nothing: what it gathered stays for the next call.
+    (A plain object rather than an async generator: nothing is left to finalise
+    when its consumer fails, PEP 789.)
     """
-    parts: list[Batch] = []
-    held = 0
-    deadline = math.inf
-    ended = False
-    while not ended:
-        timeout = deadline - anyio.current_time()
-        got: Batch | None = None
-        if timeout > 0:
-            with anyio.move_on_after(timeout):
+
+    def __init__(self, edge: Edge, max_size: int, max_wait: float, clock: Any) -> None:
+        self.edge = edge
+        self.max_size = max_size
+        self.max_wait = max_wait
+        self.clock = clock
+        self.ended = False
+        self._parts: list[Batch] = []
+        self._held = 0
+        self._deadline = math.inf
+
+    async def next(self) -> Batch | None:
+        clock = self.clock
+        while True:
+            if self._parts and (
+                self._held >= self.max_size or self.ended or clock() >= self._deadline
+            ):
+                parts, self._parts = self._parts, []
+                self._held = 0
+                self._deadline = math.inf
+                return parts[0] if len(parts) == 1 else Batch.concat(parts)
+            if self.ended:
+                return None
+            with anyio.move_on_after(self._deadline - clock()):
                 try:
-                    got = await edge.receive(max_size - held)
+                    got = await self.edge.receive(self.max_size - self._held)
                 except anyio.EndOfStream:
-                    ended = True
-        if got is not None:
-            if not parts:
-                deadline = anyio.current_time() + max_wait
-            parts.append(got)
-            held += len(got)
-        if parts and (held >= max_size or ended or anyio.current_time() >= deadline):
-            out = parts[0] if len(parts) == 1 else Batch.concat(parts)
-            parts = []
-            held = 0
-            deadline = math.inf
-            yield out
+                    self.ended = True
+                else:
+                    if not self._parts:
+                        self._deadline = clock() + self.max_wait
+                    self._parts.append(got)
+                    self._held += len(got)
 
 
 class SinkRunner(_Runner):
@@ -988,9 +1024,16 @@ class SinkRunner(_Runner):
         sink = self.sink
         with worker:
             if sink.max_wait > 0 or sink.buffered:
-                wait = sink.max_wait if sink.max_wait > 0 else sink.flush_interval
-                async for batch in _accumulate(edge, self.max_batch, wait):
-                    await self._write(worker, batch)
+                clock = self.rt.loop.clock
+                accumulator = _Accumulator(edge, self.max_batch, sink.max_wait, clock)
+                while not accumulator.ended:
+                    # a buffered sink flushes on age even when no new events come
+                    flush_in = self._unflushed_since + sink.flush_interval - clock()
+                    batch = None
+                    with anyio.move_on_after(flush_in if sink.buffered else math.inf):
+                        batch = await accumulator.next()
+                    if batch is not None:
+                        await self._write(worker, batch)
                     if sink.buffered and self._flush_due():
                         await self._flush()
                 return
@@ -1003,6 +1046,8 @@ class SinkRunner(_Runner):
 
     def _flush_due(self) -> bool:
         sink = self.sink
+        if not self._unflushed:
+            return False
         return self._unflushed_count >= sink.flush_every or (
             anyio.current_time() - self._unflushed_since >= sink.flush_interval
         )

@@ -40,6 +40,8 @@ class Sink:
     """
 
     name: str = ""
+    #: True when the user chose the name: then a clash is an error, not renamed.
+    name_given: bool = False
     retry: RetryPolicy | None = None
     workers: int = 1
     max_batch: int | None = None
@@ -64,6 +66,7 @@ class Sink:
     ) -> None:
         if name is not None:
             self.name = name
+            self.name_given = True
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigError(f"'retry' must be a RetryPolicy or None: {retry!r}")
         if not isinstance(workers, int) or workers < 1:

@@ -46,6 +46,8 @@ class Source:
     """
 
     name: str = "source"
+    #: True when the user chose the name: then a clash is an error, not renamed.
+    name_given: bool = False
     commit_interval: float = 0.0
 
     async def open(self) -> None:

@@ -26,10 +26,14 @@ class FromIterable(Source):
     consumed, so ``committed`` tells how far the pipeline has finished.
     """
 
-    def __init__(self, items: Iterable[Any] | AsyncIterable[Any], *, name: str = "source") -> None:
+    def __init__(
+        self, items: Iterable[Any] | AsyncIterable[Any], *, name: str | None = None
+    ) -> None:
         if not isinstance(items, Iterable | AsyncIterable):
             raise ConfigError(f"from_iterable() needs an iterable: {items!r}")
-        self.name = name
+        if name is not None:
+            self.name = name
+            self.name_given = True
         self._items = items
         self._position = 0
         self._sync: Iterator[Any] | None = None
@@ -93,7 +97,7 @@ class FromIterable(Source):
 
 
 def from_iterable(
-    items: Iterable[Any] | AsyncIterable[Any], *, name: str = "source"
+    items: Iterable[Any] | AsyncIterable[Any], *, name: str | None = None
 ) -> FromIterable:
     """A source over ``items``: :class:`Event` objects, or payloads (ids from positions)."""
     return FromIterable(items, name=name)
@@ -128,7 +132,7 @@ class Synthetic(Source):
         seed: int | None = None,
         prefix: str = "",
         key: Callable[[Any], Any] | None = None,
-        name: str = "synthetic",
+        name: str | None = None,
     ) -> None:
         if count is not None and (not isinstance(count, int) or count < 0):
             raise ConfigError(f"'count' must be >= 0 or None: {count!r}")
@@ -136,7 +140,8 @@ class Synthetic(Source):
             raise ConfigError(f"'rate' must be > 0 or None: {rate!r}")
         if not 0 <= duplicates < 1:
             raise ConfigError(f"'duplicates' must be in [0, 1): {duplicates!r}")
-        self.name = name
+        self.name = name or "synthetic"
+        self.name_given = name is not None
         self.count = count
         self.rate = rate
         self.duplicates = duplicates

@@ -4,11 +4,11 @@ from ._custom import CustomStage as CustomStage
 from ._custom import Inbox as Inbox
 from ._custom import Outbox as Outbox
 from ._operators import batch as batch
-from ._operators import filter as filter  # noqa: A004 -- the stage's public name
+from ._operators import filter as filter
 from ._operators import flat_map as flat_map
 from ._operators import inspect_ as inspect
 from ._operators import key_by as key_by
-from ._operators import map as map  # noqa: A004 -- the stage's public name
+from ._operators import map as map
 from ._operators import map_batch as map_batch
 from ._operators import map_event as map_event
 from ._operators import route as route

@@ -48,20 +48,20 @@ class Outbox(Protocol):
 class CustomStage(Protocol):
     """A user-written stage. The runtime runs ``run`` once per worker task::
 
-        class Deduplicate:
-            name = "dedupe"
+    class Deduplicate:
+        name = "dedupe"
 
-            def __init__(self):
-                self.seen = set()
+        def __init__(self):
+            self.seen = set()
 
-            async def run(self, inbox, outbox):
-                async for events in inbox:
-                    fresh, repeats = [], []
-                    for e in events:
-                        (repeats if e.id in self.seen else fresh).append(e)
-                        self.seen.add(e.id)
-                    outbox.drop(repeats)
-                    await outbox.send(fresh)
+        async def run(self, inbox, outbox):
+            async for events in inbox:
+                fresh, repeats = [], []
+                for e in events:
+                    (repeats if e.id in self.seen else fresh).append(e)
+                    self.seen.add(e.id)
+                outbox.drop(repeats)
+                await outbox.send(fresh)
     """
 
     name: str

@@ -133,7 +133,9 @@ class Operator:
         self.is_async = is_async_callable(fn)
         # what the runtime calls per event: the user's function itself when no
         # wrapper is needed (one Python frame less per event)
-        self.call = fn if type(self).call is Operator.call else self.call
+        self.call: Callable[[Any], Any] = (
+            fn if type(self).call_one is Operator.call_one else self.call_one
+        )
         self.name = name if name is not None else _default_name(self.kind, fn)
         self.name_given = name is not None
         self.workers = _check_workers(workers)
@@ -151,7 +153,7 @@ class Operator:
     def inputs(self, batch: Batch) -> Sequence[Any]:
         return batch.payloads
 
-    def call(self, item: Any) -> Any:
+    def call_one(self, item: Any) -> Any:
         """Call the user's function once (sync operators)."""
         return self.fn(item)
 
@@ -192,7 +194,7 @@ class MapEvent(Operator):
     def inputs(self, batch: Batch) -> Sequence[Any]:
         return batch.materialize()
 
-    def call(self, item: Any) -> Any:
+    def call_one(self, item: Any) -> Any:
         return _must_be_event(self.name, self.fn(item))
 
     async def call_async(self, item: Any) -> Any:
@@ -232,7 +234,7 @@ class Filter(Operator):
 class FlatMap(Operator):
     kind = "flat_map"
 
-    def call(self, item: Any) -> Any:
+    def call_one(self, item: Any) -> Any:
         return list(self.fn(item))
 
     async def call_async(self, item: Any) -> Any:
@@ -382,7 +384,7 @@ class BatchStage:
 # -- the public constructors ----------------------------------------------------
 
 
-def map(  # noqa: A001 -- the name users expect, exported as ti.map
+def map(
     fn: Callable[[Any], Any],
     *,
     name: str | None = None,
@@ -412,7 +414,7 @@ def map_event(
     return MapEvent(fn, name=name, workers=workers, ordered=ordered, retry=retry)
 
 
-def filter(  # noqa: A001 -- exported as ti.filter
+def filter(
     pred: Callable[[Any], Any],
     *,
     name: str | None = None,
@@ -449,7 +451,7 @@ def map_batch(
     ordered: bool = False,
     retry: RetryPolicy | None = None,
 ) -> Operator:
-    """Replace the payloads of a whole batch with ``fn(payloads)`` (same length), for vectorised code.
+    """Replace a whole batch's payloads with ``fn(payloads)`` (same length), for vectorised code.
 
     If ``fn`` raises, the whole batch is retried, then dead-lettered.
     """
@@ -544,7 +546,7 @@ class MapChain:
         source.append("        append(p)")
         namespace: dict[str, Any] = {f"f{i}": op.fn for i, op in enumerate(maps)}
         namespace["ChainFailure"] = ChainFailure
-        exec("\n".join(source), namespace)  # noqa: S102 -- generated from fixed text, no user input
+        exec("\n".join(source), namespace)
         self._run: Callable[[Sequence[Any], list[Any]], None] = namespace["run"]
 
     def apply(self, items: Sequence[Any]) -> tuple[list[Any], list[tuple[int, Exception]]]:
