@@ -51,6 +51,25 @@ class Event:
         }
 
 
+_new = object.__new__
+_set = object.__setattr__
+
+
+def rebuild(event: Event, payload: Any, key: Any) -> Event:
+    """``event`` with a new payload and key, built without re-validating (hot path).
+
+    Several times faster than ``attrs.evolve``; the id was checked when ``event``
+    was created.
+    """
+    new = _new(Event)
+    _set(new, "id", event.id)
+    _set(new, "payload", payload)
+    _set(new, "key", key)
+    _set(new, "event_time", event.event_time)
+    _set(new, "headers", event.headers)
+    return new  # type: ignore[no-any-return]
+
+
 @attrs.frozen(slots=True, weakref_slot=False)
 class DeadLetter:
     """Why an event could not be delivered; the payload of a dead-lettered event.

@@ -18,7 +18,7 @@ import attrs
 
 from .._edge import Batch
 from .._errors import ConfigError
-from .._event import Event
+from .._event import Event, rebuild
 from .._retry import RetryPolicy
 
 __all__ = (
@@ -283,9 +283,8 @@ class KeyBy(Operator):
     kind = "key_by"
 
     def assemble(self, batch: Batch, results: list[Any], dead: set[int]) -> StepResult:
-        evolve = attrs.evolve
         events = [
-            evolve(e, key=k, payload=p)
+            rebuild(e, p, k)
             for e, k, p in zip(batch.events, results, batch.payloads, strict=True)
             if k is not FAILED
         ]
