@@ -540,3 +540,19 @@ async def test_buffered_sink_acks_only_after_flush_and_flushes_on_age() -> None:
         assert len(sink.durable) == 100 and sink.flushes >= 1
         assert handle.report().committed["source"] == 100
         await handle.stop()
+
+
+async def test_a_running_graph_stops_gracefully_from_another_task() -> None:
+    sink = ti.testing.FlakySink(latency=(0.001, 0.002), seed=2)
+    pipeline = ti.Pipeline(ti.sources.synthetic(None), sink=sink)
+    reports: list[ti.RunReport] = []
+
+    async def run() -> None:
+        reports.append(await pipeline.run())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        await anyio.sleep(0.2)
+        stopped = await pipeline.stop(timeout=10)
+    assert stopped is not None and stopped.completed
+    assert reports[0].delivered == reports[0].received > 0

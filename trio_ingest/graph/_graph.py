@@ -344,6 +344,38 @@ class Graph:
         """The live report of the run under way (or the last one); None before any run."""
         return self._runtime.report() if self._runtime is not None else None
 
+    def request_stop(self) -> None:
+        """Begin a graceful stop of the run under way (from any task); returns at once.
+
+        Sources stop reading, what was read drains, sinks flush, offsets commit;
+        ``run()`` then returns its report. Does nothing when nothing runs.
+        """
+        if self._runtime is not None:
+            self._runtime.request_stop()
+
+    def abort(self) -> None:
+        """Cancel the run under way now; what is in flight stays uncommitted."""
+        if self._runtime is not None:
+            self._runtime.abort()
+
+    async def stop(self, timeout: float | None = None) -> RunReport | None:
+        """Stop the run under way gracefully, cutting it short after ``timeout`` seconds.
+
+        The same as ``PipelineHandle.stop`` for a graph started with ``run()``.
+        ``timeout`` defaults to ``shutdown_timeout``. Returns the final report, or
+        None when nothing was running.
+        """
+        runtime = self._runtime
+        if runtime is None or runtime.done is None:
+            return None
+        runtime.request_stop()
+        with anyio.move_on_after(self.shutdown_timeout if timeout is None else timeout):
+            await runtime.done.wait()
+        if not runtime.done.is_set():
+            runtime.abort()
+            await runtime.done.wait()
+        return runtime.report()
+
 
 class Pipeline(Graph):
     """A linear graph: one source, stages in order, one sink.

@@ -1,0 +1,453 @@
+"""File sources (JSON Lines, CSV) with their checkpoint, and the JSON Lines sink."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import trio_ingest as ti
+from trio_ingest.sources._files import read_checkpoint, write_checkpoint
+
+pytestmark = pytest.mark.anyio
+
+
+def write_lines(path: Path, lines: list[str], *, newline: str = "\n") -> None:
+    path.write_bytes("".join(line + newline for line in lines).encode())
+
+
+def dead_letter_reasons(sink: ti.sinks.Memory) -> dict[str, str]:
+    return {e.payload.event.id: e.payload.error for e in sink.events}
+
+
+async def run(source: ti.Source, **options: Any) -> tuple[ti.RunReport, ti.sinks.Memory,
+                                                          ti.sinks.Memory]:
+    sink = ti.sinks.Memory()
+    dead = ti.sinks.Memory()
+    report = await ti.Pipeline(source, sink=sink, dead_letter=dead, **options).run()
+    ti.testing.assert_accounted(report)
+    return report, sink, dead
+
+
+# -- the atomic checkpoint ------------------------------------------------------------
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "c.checkpoint"
+    assert read_checkpoint(path) is None
+    write_checkpoint(path, {"offset": 10, "line": 2})
+    assert read_checkpoint(path) == {"offset": 10, "line": 2}
+    write_checkpoint(path, {"offset": 20, "line": 4})
+    assert read_checkpoint(path) == {"offset": 20, "line": 4}
+    assert os.listdir(tmp_path) == ["c.checkpoint"]
+
+
+def test_checkpoint_crash_before_rename_keeps_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.checkpoint"
+    write_checkpoint(path, {"offset": 10, "line": 2})
+
+    def crash(src: object, dst: object) -> None:
+        # the temp file is fully written and fsync'd by now: the crash hits the rename
+        assert Path(str(src)).read_text().startswith("{")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="No space"):
+        write_checkpoint(path, {"offset": 99, "line": 9})
+    monkeypatch.undo()
+    assert read_checkpoint(path) == {"offset": 10, "line": 2}
+    assert os.listdir(tmp_path) == ["c.checkpoint"]  # no temp file left behind
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.checkpoint"
+    path.write_text("{not json")
+    with pytest.raises(ti.SourceError, match="not a trio_ingest checkpoint"):
+        read_checkpoint(path)
+    path.write_text('{"offset": -1}')
+    with pytest.raises(ti.SourceError, match="bad offset"):
+        read_checkpoint(path)
+
+
+async def test_failed_commit_is_a_source_error_and_keeps_the_old_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "in.jsonl"
+    write_lines(data, [json.dumps({"id": str(i)}) for i in range(3)])
+    checkpoint = tmp_path / "in.checkpoint"
+    write_checkpoint(checkpoint, {"offset": 0, "line": 0})
+    source = ti.sources.JsonLines(data, checkpoint=checkpoint)
+    await source.open()
+    read = await source.read(10)
+    assert read is not None
+
+    def crash(src: object, dst: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(ti.SourceError, match="cannot write checkpoint"):
+        await source.commit([read.offset])
+    monkeypatch.undo()
+    await source.aclose()
+    assert read_checkpoint(checkpoint) == {"offset": 0, "line": 0}
+
+
+# -- JSON Lines source ----------------------------------------------------------------
+
+
+async def test_reads_every_line_and_commits_the_end(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    write_lines(data, [json.dumps({"id": f"e{i}", "n": i, "k": i % 3}) for i in range(1000)])
+    checkpoint = tmp_path / "in.checkpoint"
+    source = ti.sources.JsonLines(data, checkpoint=checkpoint, key_field="k")
+    report, sink, dead = await run(source, max_batch=64)
+    assert [e.id for e in sink.events] == [f"e{i}" for i in range(1000)]
+    assert sink.events[5].payload == {"id": "e5", "n": 5, "k": 2}
+    assert sink.events[5].key == 2
+    assert not dead.events
+    stored = read_checkpoint(checkpoint)
+    assert stored is not None
+    assert stored["offset"] == data.stat().st_size == report.committed[source.name]
+    assert stored["line"] == 1000
+
+
+async def test_rerun_after_the_end_reads_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    write_lines(data, [json.dumps({"id": str(i)}) for i in range(10)])
+    checkpoint = tmp_path / "in.checkpoint"
+    await run(ti.sources.JsonLines(data, checkpoint=checkpoint))
+    report, sink, _ = await run(ti.sources.JsonLines(data, checkpoint=checkpoint))
+    assert report.received == 0
+    assert not sink.events
+
+
+async def test_resumes_from_the_checkpoint_with_line_numbers(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    lines = [json.dumps({"id": str(i)}) for i in range(10)]
+    write_lines(data, lines)
+    checkpoint = tmp_path / "in.checkpoint"
+    offset = sum(len(line) + 1 for line in lines[:6])
+    write_checkpoint(checkpoint, {"offset": offset, "line": 6})
+    with data.open("a") as f:
+        f.write("broken\n")
+    _, sink, dead = await run(ti.sources.JsonLines(data, checkpoint=checkpoint))
+    assert [e.id for e in sink.events] == ["6", "7", "8", "9"]
+    assert dead_letter_reasons(dead) == {
+        f"{data}:11": "line 11: bad JSON: Expecting value: line 1 column 1 (char 0)"
+    }
+
+
+async def test_every_kind_of_malformed_line_is_dead_lettered_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "in.jsonl"
+    raw = [
+        b'{"id": "ok1"}',
+        b"not json",  # 2
+        b"[1, 2]",  # 3
+        b'{"v": 1}',  # 4
+        b'{"id": ""}',  # 5
+        b'{"id": 1.5}',  # 6
+        b'{"id": "n\x00ul"}',  # 7
+        b'{"id": "bad \xff utf8"}',  # 8
+        b'{"id": "big", "x": "' + b"y" * 300 + b'"}',  # 9
+        b'{"id": "ok2", "k": [1]}',  # 10: key of a wrong type
+        b'{"id": "ok3", "t": "yesterday"}',  # 11: time of a wrong format
+        b'{"id": 42}',  # 12: an integer id is fine
+        b"",  # 13: blank, skipped
+        b'{"id": "ok4", "t": "2024-01-02T03:04:05+00:00"}',  # 14
+    ]
+    data.write_bytes(b"\n".join(raw) + b"\n")
+    source = ti.sources.JsonLines(data, max_line_bytes=200, key_field="k", time_field="t")
+    report, sink, dead = await run(source)
+    reasons = dead_letter_reasons(dead)
+    prefix = f"{data}:"
+    assert reasons == {
+        prefix + "1": "line 1: missing time field 't'",
+        prefix + "2": "line 2: bad JSON: Expecting value: line 1 column 1 (char 0)",
+        prefix + "3": "line 3: expected a JSON object, got an array",
+        prefix + "4": "line 4: missing id field 'id'",
+        prefix + "5": "line 5: empty id field 'id'",
+        prefix + "6": "line 6: id field 'id' must be a string or an integer, not a number",
+        prefix + "7": "line 7: NUL byte at column 10",
+        prefix + "8": "line 8: invalid UTF-8 at byte 13: invalid start byte",
+        prefix + "9": "line 9: line longer than max_line_bytes=200",
+        prefix + "10": "line 10: key field 'k' must be a string or a number, not an array",
+        prefix + "11": "line 11: time field 't' is neither epoch seconds nor ISO 8601: "
+                       "'yesterday'",
+        prefix + "12": "line 12: missing time field 't'",
+    }
+    assert [e.id for e in sink.events] == ["ok4"]
+    assert sink.events[0].event_time == 1704164645.0
+    assert report.received == 13
+    letter = dead.events[7].payload
+    assert letter.error_type == "MalformedLine"
+    assert letter.node == "jsonlines"
+    assert letter.attempts == 1
+    assert letter.event.payload == '{"id": "bad \ufffd utf8"}'
+    assert letter.event.headers["line"] == "8"
+
+
+async def test_valid_lines_around_malformed_ones_all_arrive(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    lines = []
+    for i in range(300):
+        lines.append(json.dumps({"id": f"v{i}"}))
+        if i % 7 == 0:
+            lines.append("{broken")
+    write_lines(data, lines)
+    _, sink, dead = await run(ti.sources.JsonLines(data), max_batch=16)
+    assert sorted(e.id for e in sink.events) == sorted(f"v{i}" for i in range(300))
+    assert len(dead.events) == len(range(0, 300, 7))
+
+
+async def test_crlf_bom_blank_lines_and_a_last_line_without_newline(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(b'\xef\xbb\xbf{"id": "a"}\r\n\r\n   \n{"id": "b"}\r\n{"id": "c"}')
+    report, sink, dead = await run(ti.sources.JsonLines(data))
+    assert [e.id for e in sink.events] == ["a", "b", "c"]
+    assert not dead.events
+    assert report.committed["jsonlines"] == data.stat().st_size
+
+
+async def test_an_oversize_line_without_newline_at_the_end(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(b'{"id": "a"}\n' + b"x" * 50)
+    _, sink, dead = await run(ti.sources.JsonLines(data, max_line_bytes=20))
+    assert [e.id for e in sink.events] == ["a"]
+    assert list(dead_letter_reasons(dead).values()) == ["line 2: line longer than "
+                                                        "max_line_bytes=20"]
+
+
+async def test_a_line_exactly_at_the_limit_is_accepted(tmp_path: Path) -> None:
+    line = b'{"id": "a", "x": "' + b"y" * 10 + b'"}'
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(line + b"\r\n" + line.replace(b'"a"', b'"b"') + b"y\n")
+    _, sink, dead = await run(ti.sources.JsonLines(data, max_line_bytes=len(line)))
+    assert [e.id for e in sink.events] == ["a"]
+    assert len(dead.events) == 1
+
+
+async def test_checkpoint_past_the_end_or_of_another_file_fails_at_open(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    write_lines(data, ['{"id": "a"}'] * 3)
+    checkpoint = tmp_path / "in.checkpoint"
+    write_checkpoint(checkpoint, {"offset": 10_000, "line": 3})
+    with pytest.raises(ti.SourceError, match="truncated or replaced"):
+        await run(ti.sources.JsonLines(data, checkpoint=checkpoint))
+    await run(ti.sources.JsonLines(data, checkpoint=tmp_path / "fresh.checkpoint"))
+    data.write_bytes(data.read_bytes().replace(b'"a"', b'"b"'))
+    with pytest.raises(ti.SourceError, match="changed since checkpoint"):
+        await run(ti.sources.JsonLines(data, checkpoint=tmp_path / "fresh.checkpoint"))
+
+
+async def test_missing_file_fails_at_open(tmp_path: Path) -> None:
+    with pytest.raises(ti.SourceError, match=r"cannot open .*No such file"):
+        await run(ti.sources.JsonLines(tmp_path / "nope.jsonl"))
+
+
+def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ti.ConfigError, match="'max_line_bytes' must be >= 1: 0"):
+        ti.sources.JsonLines(tmp_path / "x", max_line_bytes=0)
+    with pytest.raises(ti.ConfigError, match="'poll_interval' must be > 0: 0"):
+        ti.sources.JsonLines(tmp_path / "x", poll_interval=0)
+    with pytest.raises(ti.ConfigError, match="'id_field' must be a non-empty str: ''"):
+        ti.sources.JsonLines(tmp_path / "x", id_field="")
+    with pytest.raises(ti.ConfigError, match="'delimiter' must be one character: ';;'"):
+        ti.sources.CSV(tmp_path / "x", delimiter=";;")
+    with pytest.raises(ti.ConfigError, match="'rate' must be > 0 or None: 0"):
+        ti.sources.CSV(tmp_path / "x", rate=0)
+
+
+async def test_follow_tails_a_growing_file_and_waits_for_whole_lines(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    write_lines(data, ['{"id": "a"}'])
+    checkpoint = tmp_path / "in.checkpoint"
+    sink = ti.sinks.Memory()
+    source = ti.sources.JsonLines(data, checkpoint=checkpoint, follow=True, poll_interval=0.01)
+    pipeline = ti.Pipeline(source, sink=sink, dead_letter=ti.sinks.Memory())
+
+    async def arrived(n: int) -> None:
+        with anyio.fail_after(10):
+            while len(sink.events) < n:  # noqa: ASYNC110 -- polls a list the sink fills
+                await anyio.sleep(0.01)
+
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(pipeline.serve)
+        await arrived(1)
+        with data.open("ab") as f:
+            f.write(b'{"id": "b"}\n{"id": "c"')  # "c" is still being written
+            f.flush()
+            await arrived(2)
+            await anyio.sleep(0.1)
+            assert [e.id for e in sink.events] == ["a", "b"]
+            f.write(b"}\n")
+            f.flush()
+            await arrived(3)
+        report = await handle.stop(5)
+    ti.testing.assert_accounted(report)
+    assert [e.id for e in sink.events] == ["a", "b", "c"]
+    stored = read_checkpoint(checkpoint)
+    assert stored is not None and stored["offset"] == data.stat().st_size
+
+
+async def test_graceful_stop_mid_file_then_resume_reads_every_line_once(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    write_lines(data, [json.dumps({"id": f"e{i}"}) for i in range(2000)])
+    checkpoint = tmp_path / "in.checkpoint"
+    first = ti.sinks.Memory()
+    source = ti.sources.JsonLines(data, checkpoint=checkpoint, rate=4000)
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(ti.Pipeline(source, sink=first, max_batch=50).serve)
+        with anyio.fail_after(10):
+            while len(first.events) < 200:  # noqa: ASYNC110 -- polls the sink's list
+                await anyio.sleep(0.01)
+        report = await handle.stop(5)
+    ti.testing.assert_accounted(report)
+    stored = read_checkpoint(checkpoint)
+    assert stored is not None
+    assert 0 < stored["offset"] < data.stat().st_size
+    assert report.in_flight == 0
+    second = ti.sinks.Memory()
+    report2 = await ti.Pipeline(ti.sources.JsonLines(data, checkpoint=checkpoint),
+                                sink=second).run()
+    # a graceful stop commits everything it delivered: the rest is read exactly once
+    assert report2.received == 2000 - len(first.events)
+    ids = [e.id for e in first.events] + [e.id for e in second.events]
+    assert sorted(ids) == sorted(f"e{i}" for i in range(2000))
+
+
+# -- CSV source -----------------------------------------------------------------------
+
+
+async def test_csv_rows_become_dicts_with_quoted_newlines(tmp_path: Path) -> None:
+    data = tmp_path / "in.csv"
+    data.write_bytes(
+        b"id,name,qty\r\n"
+        b'1,"Smith, Jo",3\r\n'
+        b'2,"two\nlines ""quoted""",4\r\n'
+        b"\r\n"
+        b"3,plain,5"
+    )
+    _, sink, dead = await run(ti.sources.CSV(data, converters={"qty": int}))
+    assert not dead.events
+    assert [e.payload for e in sink.events] == [
+        {"id": "1", "name": "Smith, Jo", "qty": 3},
+        {"id": "2", "name": 'two\nlines "quoted"', "qty": 4},
+        {"id": "3", "name": "plain", "qty": 5},
+    ]
+
+
+async def test_csv_bad_rows_are_dead_lettered(tmp_path: Path) -> None:
+    data = tmp_path / "in.csv"
+    data.write_bytes(
+        b"id,qty\n"
+        b"a,1\n"
+        b"b,1,extra\n"  # 3
+        b",2\n"  # 4
+        b"c,many\n"  # 5
+        b'd,"unclosed\n'  # 6 (runs to the end of the file)
+        b"e,3\n"
+    )
+    _, sink, dead = await run(ti.sources.CSV(data, converters={"qty": int}))
+    assert [e.id for e in sink.events] == ["a"]
+    prefix = f"{data}:"
+    assert dead_letter_reasons(dead) == {
+        prefix + "3": "line 3: expected 2 fields, got 3",
+        prefix + "4": "line 4: empty id field 'id'",
+        prefix + "5": "line 5: column 'qty': ValueError: invalid literal for int() with "
+                      "base 10: 'many'",
+        prefix + "6": "line 6: the file ends inside a quoted field",
+    }
+
+
+async def test_csv_resume_skips_the_header_and_given_fieldnames(tmp_path: Path) -> None:
+    data = tmp_path / "in.tsv"
+    write_lines(data, ["id\tv"] + [f"r{i}\t{i}" for i in range(10)])
+    checkpoint = tmp_path / "in.checkpoint"
+    header = len("id\tv\n")
+    write_checkpoint(checkpoint, {"offset": header + len("r0\t0\n"), "line": 2})
+    _, sink, _ = await run(ti.sources.CSV(data, delimiter="\t", checkpoint=checkpoint))
+    assert [e.id for e in sink.events] == [f"r{i}" for i in range(1, 10)]
+    # with fieldnames given, the first line is data
+    plain = tmp_path / "plain.csv"
+    write_lines(plain, ["x,1", "y,2"])
+    _, sink, _ = await run(ti.sources.CSV(plain, fieldnames=["key", "n"], id_field="key"))
+    assert [e.payload for e in sink.events] == [{"key": "x", "n": "1"}, {"key": "y", "n": "2"}]
+
+
+async def test_empty_csv_has_no_events(tmp_path: Path) -> None:
+    data = tmp_path / "in.csv"
+    data.write_bytes(b"")
+    report, _sink, _ = await run(ti.sources.CSV(data))
+    assert report.received == 0
+
+
+# -- JSON Lines sink ------------------------------------------------------------------
+
+
+async def test_jsonlines_sink_writes_events_and_dead_letter_records(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    dead = tmp_path / "dead.jsonl"
+
+    def check(p: dict[str, Any]) -> dict[str, Any]:
+        if p["n"] == 3:
+            raise ValueError("three is not allowed")
+        return p
+
+    report = await ti.Pipeline(
+        ti.sources.from_iterable([ti.Event(id=f"e{i}", payload={"n": i}, event_time=1.0)
+                                  for i in range(5)]),
+        ti.map(check, name="check"),
+        sink=ti.sinks.JsonLines(out),
+        dead_letter=ti.sinks.JsonLines(dead, fsync="never"),
+    ).run()
+    ti.testing.assert_accounted(report)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["id"] for line in lines] == ["e0", "e1", "e2", "e4"]
+    assert lines[0] == {"id": "e0", "key": None, "event_time": 1.0, "headers": {},
+                        "payload": {"n": 0}}
+    (letter,) = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert letter["node"] == "check"
+    assert letter["error_type"] == "ValueError"
+    assert letter["error"] == "three is not allowed"
+    assert letter["attempts"] == 1
+    assert letter["event"]["id"] == "e3"
+    assert letter["event"]["payload"] == {"n": 3}
+
+
+async def test_jsonlines_sink_dead_letters_an_unserialisable_event_only(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    dead = ti.sinks.Memory()
+    events = [ti.Event(id=str(i), payload={"n": i}) for i in range(8)]
+    events[5] = ti.Event(id="5", payload={"n": object()})
+    report = await ti.Pipeline(ti.sources.from_iterable(events), sink=ti.sinks.JsonLines(out),
+                               dead_letter=dead).run()
+    ti.testing.assert_accounted(report)
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [
+        "0", "1", "2", "3", "4", "6", "7"]
+    assert [e.payload.event.id for e in dead.events] == ["5"]
+    assert dead.events[0].payload.error_type == "trio_ingest._errors.PermanentError"
+
+
+async def test_jsonlines_sink_appends_after_a_torn_line(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b'{"id": "old"}\n{"id": "to')  # a crash cut the last line
+    await ti.Pipeline(ti.sources.from_iterable([{"n": 1}]), sink=ti.sinks.JsonLines(out)).run()
+    lines = out.read_bytes().split(b"\n")
+    assert lines[:2] == [b'{"id": "old"}', b'{"id": "to']
+    assert json.loads(lines[2])["payload"] == {"n": 1}
+
+
+async def test_jsonlines_sink_unwritable_path_fails_at_open(tmp_path: Path) -> None:
+    with pytest.raises(ti.SinkError, match=r"cannot open .* for appending"):
+        await ti.Pipeline(ti.sources.from_iterable([1]),
+                          sink=ti.sinks.JsonLines(tmp_path / "no" / "dir.jsonl")).run()
+    with pytest.raises(ti.ConfigError, match="'fsync' must be 'batch' or 'never': 'always'"):
+        ti.sinks.JsonLines(tmp_path / "x", fsync="always")
