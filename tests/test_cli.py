@@ -497,3 +497,38 @@ def test_python_dash_m_entry_point(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["received"] == 100
+
+
+def test_ingest_into_postgres(tmp_path: Path, postgres_dsn: str) -> None:
+    import uuid
+
+    import psycopg
+
+    table = f"cli_ingest_{uuid.uuid4().hex[:8]}"
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(f'{{"id": "{i % 40}", "v": {i}}}\n' for i in range(50)) + "not json\n")
+    try:
+        for _ in range(2):  # the second run finds everything committed
+            result = subprocess.run(
+                [sys.executable, "-m", "trio_ingest", "ingest", str(data), "--postgres",
+                 postgres_dsn, "--table", table, "--json"],
+                capture_output=True, text=True, timeout=120,
+            )
+            assert result.returncode == 0, result.stderr
+        with psycopg.connect(postgres_dsn) as conn:
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (40,)
+        assert (tmp_path / "in.jsonl.dead-letters.jsonl").read_text().count("\n") == 1
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def test_ingest_needs_exactly_one_target(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"id": "1"}\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "trio_ingest", "ingest", str(data), "--table", "t"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: give exactly one of --sqlite DB and --postgres DSN"
