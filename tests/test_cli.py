@@ -244,7 +244,7 @@ def test_ingest_csv(tmp_path: Path) -> None:
          "sink 'sqlite': cannot open SQLite database"),
         (["{file}", "--sqlite", "{tmp}/o.db", "--table", "bad name"],
          "'table' must be letters, digits and '_': 'bad name'"),
-        (["{file}", "--table", "t"], "missing option '--sqlite'"),
+        (["{file}", "--table", "t"], "give exactly one of --sqlite DB and --postgres DSN"),
         (["{file}", "--sqlite", "{tmp}/o.db", "--table", "t", "--batch-size", "0"],
          "invalid value for '--batch-size'"),
         (["{file}", "--sqlite", "{tmp}/o.db", "--table", "t", "--format", "xml"],

@@ -17,6 +17,8 @@ metrics are done here, once, for every source, stage and sink.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import math
 import time
@@ -33,6 +35,7 @@ from .._errors import (
     DeadLetterError,
     IngestError,
     RetryExhaustedError,
+    SinkError,
     SourceError,
     StageError,
 )
@@ -40,7 +43,9 @@ from .._event import DeadLetter, Event
 from .._loop import ANYIO, LoopFunctions, current_loop
 from .._retry import BreakerState, RetryPolicy
 from ..graph._graph import Graph
+from ..observe._logging import RUNTIME_RATE_LIMIT
 from ..observe._stats import Histogram, NodeStats
+from ..observe._tracing import active_tracer
 from ..sinks._base import Sink
 from ..sources._base import Read, Source
 from ..stages._operators import (
@@ -61,6 +66,7 @@ from ._report import RunReport
 __all__ = ("PipelineHandle", "Runtime")
 
 log = logging.getLogger("trio_ingest.runtime")
+log.addFilter(RUNTIME_RATE_LIMIT)  # a failure storm logs a few lines per node and a count
 
 
 class _BreakerOpen(Exception):
@@ -113,6 +119,8 @@ async def call_with_retry(
                 type(error).__name__,
                 error,
                 delay,
+                extra={"node": stats.name, "attempt": attempts, "error": str(error),
+                       "error_type": type(error).__name__, "retry_in": delay},
             )
             await anyio.sleep(delay)
         if breaker is not None:
@@ -131,6 +139,22 @@ async def call_with_retry(
             if breaker is not None:
                 breaker.success()
             return result
+
+
+def _hosted(node: object) -> contextlib.AbstractAsyncContextManager[object]:
+    """The async context a source or sink asks to live in, from open to close.
+
+    A connector whose client owns tasks (coredis keeps an AnyIO task group per
+    connection pool) defines ``open_resources()``, an async context manager.
+    The runner enters it in the node's own task before ``open()`` and leaves it
+    after ``aclose()``: those tasks then nest inside the run's task group, and
+    cancel scopes stay properly nested (entering a task group in ``open()`` and
+    leaving it in ``aclose()`` cannot: ``aclose`` runs in a shielded scope).
+    """
+    opener = getattr(node, "open_resources", None)
+    if opener is None:
+        return contextlib.nullcontext()
+    return opener()  # type: ignore[no-any-return]
 
 
 def _note(exc: BaseException, role: str, name: str) -> None:
@@ -188,6 +212,7 @@ class Runtime:
         self.dead_letter_stats = NodeStats("dead_letter", "dead_letter")
         self.trackers: dict[str, AckTracker] = {}
         self.e2e = Histogram()
+        self.tracer = active_tracer()  # None unless observe.enable_tracing() found a provider
         self.received = 0
         self.delivered = 0
         self.dead_lettered = 0
@@ -261,10 +286,16 @@ class Runtime:
         except BaseExceptionGroup as group:
             failure = _primary_failure(group)
             if failure is None:
-                raise
+                # only consequences of a cancel from outside: let the cancellation through
+                # without the broken edges it caused (a sender woken by its consumer's exit)
+                cancelled, _broken = group.split(anyio.get_cancelled_exc_class())
+                if cancelled is None or cancelled is group:
+                    raise
+                raise cancelled from None
         finally:
             self.finished_at = anyio.current_time()
             self.done.set()
+            RUNTIME_RATE_LIMIT.flush()  # say how many similar lines the rate limit held back
         if failure is not None:
             raise failure
 
@@ -350,9 +381,13 @@ class Runtime:
                 attempts,
                 type(error).__name__,
                 error,
+                extra={"node": stats.name, "event_id": event.id, "attempt": attempts,
+                       "error": str(error), "error_type": type(error).__name__},
             )
         stats.dead_lettered += len(records)
-        out = Batch(records, [r.payload for r in records], [batch.tokens[i] for i in indices])
+        out = Batch(
+            records, [r.payload for r in records], [batch.tokens[i] for i in indices], batch.trace
+        )
         await worker.dead.edge.send(out)
 
     async def dead_letter_records(
@@ -371,6 +406,8 @@ class Runtime:
                 letter.event.id,
                 letter.error_type,
                 letter.error,
+                extra={"node": stats.name, "event_id": letter.event.id, "attempt": 1,
+                       "error": letter.error, "error_type": letter.error_type},
             )
         stats.dead_lettered += len(letters)
         events = [
@@ -497,6 +534,7 @@ class _Runner:
         """Apply the operator chain to ``batch``; failed events are retried or dead-lettered."""
         rt = self.rt
         clock = rt.loop.clock
+        tracer = rt.tracer
         for op, stats in self.steps:
             n_in = len(batch)
             started = clock()
@@ -505,12 +543,18 @@ class _Runner:
                 dead: set[int] = set()
                 if failures:
                     dead = await self._recover_chain(worker, op, stats, batch, results, failures)
-                batch = Batch(batch.events, results, batch.tokens)
+                batch = Batch(batch.events, results, batch.tokens, batch.trace)
                 if dead:
                     batch = batch.select([i for i in range(n_in) if i not in dead])
                 took = (clock() - started) / len(stats)
                 for _op, s in stats:
                     s.record_batch(n_in, len(batch), took)
+                if tracer is not None:
+                    span = batch.trace
+                    for _op, s in stats:
+                        span = tracer.span(s.name, s.kind, span, n_in, len(batch), took,
+                                           "dead_letter" if dead else "ok")
+                    batch = batch.traced(span)
                 if not batch.payloads:
                     break
                 continue
@@ -530,8 +574,14 @@ class _Runner:
                 rt.dropped(stats, step.dropped)
             if step.expanded:
                 rt.expanded += step.expanded
+            parent = batch.trace
             batch = step.batch
             stats.record_batch(n_in, len(batch), clock() - started)
+            if tracer is not None:
+                outcome = "dead_letter" if dead else "ok"
+                span = tracer.span(stats.name, stats.kind, parent, n_in, len(batch),
+                                   clock() - started, outcome)
+                batch = batch.traced(span)
             if not batch.payloads:
                 break
         return batch
@@ -671,6 +721,12 @@ class _Runner:
                 (LookupError(f"route {op.name!r} has no port {results[i]!r}"), 1) for i in unknown
             ]
             await self.rt.dead_letter(worker, stats, batch, unknown, errors)
+        if self.rt.tracer is not None:
+            n_out = sum(len(indices) for indices in by_port.values())
+            outcome = "dead_letter" if dead or unknown else "ok"
+            batch = batch.traced(self.rt.tracer.span(stats.name, stats.kind, batch.trace,
+                                                     len(batch), n_out,
+                                                     anyio.current_time() - started, outcome))
         sent = 0
         for port, indices in by_port.items():
             if indices:
@@ -708,6 +764,14 @@ class SourceRunner(_Runner):
         self.worker = rt.worker_ends(task)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        try:
+            async with _hosted(self.source):
+                await self._run(task_status=task_status)
+        except Exception as exc:
+            _note(exc, "source", self.name)
+            raise
+
+    async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         rt = self.rt
         try:
             try:
@@ -726,10 +790,13 @@ class SourceRunner(_Runner):
             _note(exc, "source", self.name)
             raise
         finally:
-            with anyio.move_on_after(rt.graph.commit_timeout, shield=True):
-                await self._commit()
-            with anyio.move_on_after(rt.graph.commit_timeout, shield=True):
-                await self.source.aclose()
+            try:
+                with anyio.move_on_after(rt.graph.commit_timeout, shield=True):
+                    await self._commit()
+            finally:
+                # closed even when that last commit failed (a checkpoint on a full disk)
+                with anyio.move_on_after(rt.graph.commit_timeout, shield=True):
+                    await self.source.aclose()
 
     async def _read_loop(self) -> None:
         rt = self.rt
@@ -764,6 +831,8 @@ class SourceRunner(_Runner):
                 continue
             stats.events_out += n
             batch = Batch.of(events, token)
+            if rt.tracer is not None:  # a source's span marks when its read returned
+                batch.trace = rt.tracer.span(self.name, "source", None, n, n, 0.0)
             if self.ops:
                 batch = await self.process(worker, batch)
             await self.emit(outputs, batch)
@@ -913,6 +982,9 @@ class BatchRunner(_Runner):
             while (batch := await accumulator.next()) is not None:
                 started = clock()
                 n = len(batch)
+                if self.rt.tracer is not None:
+                    batch = batch.traced(self.rt.tracer.span(self.name, self.stats.kind,
+                                                             batch.trace, n, n, 0.0))
                 if self.ops:
                     batch = await self.process(worker, batch)
                 await self.emit(outputs, batch)
@@ -950,7 +1022,9 @@ class _Accumulator:
                 return parts[0] if len(parts) == 1 else Batch.concat(parts)
             if self.ended:
                 return None
-            with anyio.move_on_after(self._deadline - clock()):
+            # an absolute deadline: "now + (deadline - now)" can round below the deadline,
+            # and under a mock clock that never advances the loop would spin forever
+            with anyio.CancelScope(deadline=self._deadline):
                 try:
                     got = await self.edge.receive(self.max_size - self._held)
                 except anyio.EndOfStream:
@@ -999,6 +1073,14 @@ class SinkRunner(_Runner):
             raise IngestError(f"buffered sink {self.name!r} must have workers=1")
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        try:
+            async with _hosted(self.sink):
+                await self._run(task_status=task_status)
+        except Exception as exc:
+            _note(exc, "dead-letter sink" if self.is_dead_letter else "sink", self.name)
+            raise
+
+    async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         role = "dead-letter sink" if self.is_dead_letter else "sink"
         try:
             try:
@@ -1028,9 +1110,9 @@ class SinkRunner(_Runner):
                 accumulator = _Accumulator(edge, self.max_batch, sink.max_wait, clock)
                 while not accumulator.ended:
                     # a buffered sink flushes on age even when no new events come
-                    flush_in = self._unflushed_since + sink.flush_interval - clock()
+                    flush_at = self._unflushed_since + sink.flush_interval
                     batch = None
-                    with anyio.move_on_after(flush_in if sink.buffered else math.inf):
+                    with anyio.CancelScope(deadline=flush_at if sink.buffered else math.inf):
                         batch = await accumulator.next()
                     if batch is not None:
                         await self._write(worker, batch)
@@ -1049,7 +1131,7 @@ class SinkRunner(_Runner):
         if not self._unflushed:
             return False
         return self._unflushed_count >= sink.flush_every or (
-            anyio.current_time() - self._unflushed_since >= sink.flush_interval
+            anyio.current_time() >= self._unflushed_since + sink.flush_interval
         )
 
     async def _flush(self) -> None:
@@ -1059,7 +1141,15 @@ class SinkRunner(_Runner):
         tokens, self._unflushed = self._unflushed, []
         self._unflushed_count = 0
         self._unflushed_since = math.inf
+        self._count_finished(len(tokens))
         finish(tokens)
+
+    def _count_finished(self, n: int) -> None:
+        # counted when acked (for buffered sinks: at flush), so the live report balances
+        if self.is_dead_letter:
+            self.rt.dead_lettered += n
+        else:
+            self.rt.delivered += n
 
     async def _write(self, worker: _Worker, batch: Batch) -> None:
         clock = self.rt.loop.clock
@@ -1092,26 +1182,33 @@ class SinkRunner(_Runner):
                 self.breaker.success()
         n = len(batch)
         self.stats.record_batch(n, n, clock() - started)
+        if self.rt.tracer is not None:
+            self.rt.tracer.span(self.name, self.stats.kind, batch.trace, n, n, clock() - started)
         now = time.time()
         events = batch.events
         self.rt.e2e.observe(now - events[0].event_time)
         if n > 1:
             self.rt.e2e.observe(now - events[-1].event_time)
-        if self.is_dead_letter:
-            self.rt.dead_lettered += n
-        else:
-            self.rt.delivered += n
         if self.sink.buffered:
             if not self._unflushed:
                 self._unflushed_since = clock()
             self._unflushed += batch.tokens
             self._unflushed_count += n
         else:
+            self._count_finished(n)
             finish(batch.tokens)
 
     async def _failed(self, worker: _Worker, batch: Batch, gave_up: _GiveUp) -> None:
         if self.is_dead_letter:
             self._dead_letter_failed(batch, gave_up)
+        disk = _disk_failure(gave_up.error)
+        if disk is not None:
+            # the disk or device failed, not the data: dead-lettering would acknowledge
+            # every event; stop instead, leaving them to be delivered again
+            raise SinkError(
+                f"sink {self.name!r} cannot write: disk or device error {disk}; "
+                "stopping so that nothing unwritten is acknowledged"
+            ) from gave_up.error
         retryable = self.policy.retries(gave_up.error)
         if len(batch) > 1 and not retryable:
             # a data error: split to find the bad events, deliver the rest
@@ -1121,6 +1218,10 @@ class SinkRunner(_Runner):
             await self._write(worker, tail)
             return
         n = len(batch)
+        self.stats.events_in += n  # received, though not written: in == written + dead-lettered
+        if self.rt.tracer is not None:
+            batch = batch.traced(self.rt.tracer.span(self.name, self.stats.kind, batch.trace, n,
+                                                     0, 0.0, "dead_letter", gave_up.error))
         await self.rt.dead_letter(
             worker, self.stats, batch, range(n), [(gave_up.error, gave_up.attempts)] * n
         )
@@ -1130,6 +1231,36 @@ class SinkRunner(_Runner):
         raise DeadLetterError(
             "dead_letter", event.id, f"the dead-letter sink failed: {gave_up.error!r}"
         ) from gave_up.error
+
+
+# failures of the storage under a sink, never of an event: they stop the run
+_DISK_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ENOSPC", "EIO", "EDQUOT", "EROFS") if hasattr(errno, name)
+)
+_SQLITE_FULL, _SQLITE_IOERR = 13, 10  # sqlite3 result codes (the low byte of extended ones)
+_SQLSTATE_DISK_FULL = "53100"  # PostgreSQL's disk_full
+
+
+def _disk_failure(error: BaseException) -> str | None:
+    """Describe the disk-full or I/O failure behind ``error`` (itself or a cause), if any.
+
+    Knows ``OSError`` (ENOSPC, EIO, EDQUOT, EROFS), sqlite3's SQLITE_FULL and
+    SQLITE_IOERR, and PostgreSQL's ``disk_full``, by their attributes (no import).
+    """
+    current: BaseException | None = error
+    for _ in range(8):
+        if current is None:
+            return None
+        if isinstance(current, OSError) and current.errno in _DISK_ERRNOS:
+            name = errno.errorcode.get(current.errno, str(current.errno))
+            return f"{name} ({current.strerror})"
+        code = getattr(current, "sqlite_errorcode", None)
+        if isinstance(code, int) and (code & 0xFF) in (_SQLITE_FULL, _SQLITE_IOERR):
+            return f"{getattr(current, 'sqlite_errorname', code)} ({current})"
+        if getattr(current, "sqlstate", None) == _SQLSTATE_DISK_FULL:
+            return f"disk_full ({current})"
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class CustomRunner(_Runner):
@@ -1238,6 +1369,8 @@ class PipelineHandle:
         self._stats.events_in += len(events)
         self._stats.events_out += len(events)
         batch = Batch.of(events, token)
+        if rt.tracer is not None:
+            batch.trace = rt.tracer.span("handle", "source", None, len(events), len(events), 0.0)
         k = len(self._senders)
         if k > 1:
             retain(batch.tokens, k - 1)
