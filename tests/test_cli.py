@@ -532,3 +532,18 @@ def test_ingest_needs_exactly_one_target(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: give exactly one of --sqlite DB and --postgres DSN"
+
+
+def test_demo_serves_metrics_and_logs_json(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trio_ingest", "demo", "-n", "500", "--latency-min", "0.001",
+         "--latency-max", "0.002", "--invalid-rate", "0.05", "--seed", "3",
+         "--metrics-port", "0", "--log-format", "json", "--log-level", "warning",
+         "--db", str(tmp_path / "d.sqlite"), "--dead-letters", str(tmp_path / "d.jsonl")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "metrics http://127.0.0.1:" in result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert records and all(r["logger"].startswith("trio_ingest") for r in records)
+    assert any(r.get("node") == "validate" and r.get("event_id") for r in records)

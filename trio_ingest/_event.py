@@ -67,7 +67,7 @@ def rebuild(event: Event, payload: Any, key: Any) -> Event:
     _set(new, "key", key)
     _set(new, "event_time", event.event_time)
     _set(new, "headers", event.headers)
-    return new  # type: ignore[no-any-return]
+    return new
 
 
 @attrs.frozen(slots=True, weakref_slot=False)

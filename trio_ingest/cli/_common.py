@@ -134,6 +134,14 @@ class Output:
     quiet: bool = False
     json: bool = False
     log_level: str = "error"
+    log_format: str = "text"
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+
+    @property
+    def metrics(self) -> tuple[str, int] | None:
+        """``(host, port)`` to serve metrics on, from ``--metrics-port``."""
+        return None if self.metrics_port is None else (self.metrics_host, self.metrics_port)
 
     def stderr(self) -> Console:
         return Console(file=sys.stderr, stderr=True, highlight=False)
@@ -146,8 +154,15 @@ class Output:
         """Send the ``trio_ingest`` loggers to ``console`` at the chosen level, for a run."""
         logger = logging.getLogger("trio_ingest")
         level = getattr(logging, self.log_level.upper())
-        handler = RichHandler(console=console, show_path=False, markup=False,
-                              rich_tracebacks=False)
+        handler: logging.Handler
+        if self.log_format == "json":
+            from ..observe._logging import JsonFormatter
+
+            handler = logging.StreamHandler(console.file)
+            handler.setFormatter(JsonFormatter())
+        else:
+            handler = RichHandler(console=console, show_path=False, markup=False,
+                                  rich_tracebacks=False)
         handler.setLevel(level)
         previous = logger.level
         logger.addHandler(handler)
@@ -159,9 +174,31 @@ class Output:
             logger.setLevel(previous)
 
 
-def output_options(fn: F) -> F:
-    """Add ``--quiet``, ``--json`` and ``--log-level``; the command gets ``output: Output``."""
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta[f"trio_ingest.{param.name}"] = value
+    return value
 
+
+def output_options(fn: F) -> F:
+    """Add ``--quiet``, ``--json``, ``--log-level``, ``--log-format`` and ``--metrics-port``.
+
+    The last three reach :func:`make_output` through the click context.
+    """
+    fn = click.option(
+        "--metrics-host", default="127.0.0.1", show_default=True, expose_value=False,
+        callback=_remember, help="Interface for --metrics-port.",
+    )(fn)
+    fn = click.option(
+        "--metrics-port", type=click.IntRange(0, 65535), default=None, expose_value=False,
+        callback=_remember,
+        help="Serve /metrics (Prometheus), /api/snapshot and the live dashboard on this port "
+             "while the pipeline runs (0: any free port).",
+    )(fn)
+    fn = click.option(
+        "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+        expose_value=False, callback=_remember,
+        help="Log lines for people (text) or as JSON objects, one per line.",
+    )(fn)
     fn = click.option(
         "--log-level",
         type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
@@ -177,7 +214,15 @@ def output_options(fn: F) -> F:
 
 
 def make_output(quiet: bool, as_json: bool, log_level: str) -> Output:
-    return Output(quiet=quiet, json=as_json, log_level=log_level.lower())
+    meta = click.get_current_context().meta
+    return Output(
+        quiet=quiet,
+        json=as_json,
+        log_level=log_level.lower(),
+        log_format=meta.get("trio_ingest.log_format", "text"),
+        metrics_port=meta.get("trio_ingest.metrics_port"),
+        metrics_host=meta.get("trio_ingest.metrics_host", "127.0.0.1"),
+    )
 
 
 # -- the live progress view ---------------------------------------------------------
@@ -347,8 +392,14 @@ async def run_graph(
     shutdown_timeout: float | None = None,
     view: ProgressView | None = None,
     notice: Callable[[str], None] | None = None,
+    metrics: tuple[str, int] | None = None,
+    linger: bool = False,
 ) -> RunOutcome:
     """Run ``graph`` to its end; SIGINT/SIGTERM stop it gracefully, a second one forces.
+
+    ``metrics=(host, port)`` serves ``/metrics``, ``/api/snapshot`` and the
+    dashboard while it runs; with ``linger`` the endpoint stays up after the
+    run until a signal, so the final figures can be looked at.
 
     A graceful stop ends intake, drains what is in flight, flushes the sinks
     and commits the sources' offsets; past ``shutdown_timeout`` seconds
@@ -387,6 +438,17 @@ async def run_graph(
 
     async with trio.open_nursery() as nursery:
         await nursery.start(watch_signals)
+        if metrics is not None:
+            from ..observe import serve_metrics
+
+            try:
+                endpoint = await nursery.start(serve_metrics, graph, metrics[1], metrics[0])
+            except OSError as exc:
+                raise click.ClickException(
+                    f"cannot serve metrics on {metrics[0]}:{metrics[1]}: {exc.strerror or exc}"
+                ) from None
+            say(f"metrics {endpoint.url}metrics · dashboard {endpoint.url} · "
+                f"trio-ingest top --url {endpoint.url}")
         if view is not None:
             nursery.start_soon(view.run, graph)
         try:
@@ -394,8 +456,12 @@ async def run_graph(
         except Exception as exc:  # noqa: BLE001 -- reported as one line with its exit code
             outcome.error = exc
             outcome.report = graph.report()
-        finally:
-            nursery.cancel_scope.cancel()
+        if linger and metrics is not None and outcome.signal is None:
+            say("run finished; the dashboard stays up until Ctrl-C")
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _signum in signals:
+                    break
+        nursery.cancel_scope.cancel()
     return outcome
 
 

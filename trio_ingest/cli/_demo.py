@@ -159,6 +159,10 @@ _POSITIVE = click.FloatRange(min=0, min_open=True)
               help="Dead-letter file (JSON Lines); overwritten by each demo run.")
 @click.option("--shutdown-timeout", type=_POSITIVE, default=10.0, show_default=True,
               help="Seconds a graceful stop (Ctrl-C) may take to drain.")
+@click.option("--dashboard", is_flag=True,
+              help="Serve the live dashboard (port from --metrics-port, default 9464), open "
+                   "it in a browser, and keep it up after the run until Ctrl-C.")
+@click.option("--no-browser", is_flag=True, help="With --dashboard: do not open a browser.")
 @output_options
 def demo(
     events: int,
@@ -177,6 +181,8 @@ def demo(
     db: Path,
     dead_letters: Path,
     shutdown_timeout: float,
+    dashboard: bool,
+    no_browser: bool,
     quiet: bool,
     as_json: bool,
     log_level: str,
@@ -233,11 +239,22 @@ def demo(
     if not output.quiet and err.is_terminal:
         view = ProgressView(err, title=f"demo {SENSOR}", total=events)
 
+    metrics = output.metrics
+    if dashboard and metrics is None:
+        metrics = (output.metrics_host, 9464)
+
+    def notice(message: str) -> None:
+        if not output.quiet:
+            err.print(f"[yellow]{message}[/]")
+        if dashboard and not no_browser and message.startswith("metrics "):
+            import webbrowser
+
+            webbrowser.open(message.split(" · ")[1].removeprefix("dashboard "))
+
     async def main() -> RunOutcome:
         with output.logging(err):
             return await run_graph(
-                pipeline, view=view,
-                notice=None if output.quiet else (lambda m: err.print(f"[yellow]{m}[/]")),
+                pipeline, view=view, metrics=metrics, linger=dashboard, notice=notice,
             )
 
     outcome = run_trio(main)

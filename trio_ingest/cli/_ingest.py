@@ -168,7 +168,7 @@ def ingest(
     async def main() -> RunOutcome:
         with output.logging(err):
             return await run_graph(
-                pipeline, view=view,
+                pipeline, view=view, metrics=output.metrics,
                 notice=None if output.quiet else (lambda m: err.print(f"[yellow]{m}[/]")),
             )
 

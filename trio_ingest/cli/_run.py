@@ -139,7 +139,7 @@ def run(
             view = ProgressView(err, title=target)
         with output.logging(err):
             return await run_graph(
-                graph, shutdown_timeout=shutdown_timeout, view=view,
+                graph, shutdown_timeout=shutdown_timeout, view=view, metrics=output.metrics,
                 notice=None if output.quiet else (lambda m: err.print(f"[yellow]{m}[/]")),
             )
 
