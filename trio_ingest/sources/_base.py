@@ -75,3 +75,11 @@ class Source:
 
     async def aclose(self) -> None:
         """Release connections and files; idempotent."""
+
+    def lag(self) -> float | None:
+        """How far behind the input this source is (events or bytes not yet read), if known.
+
+        Exported as ``trio_ingest_source_lag``; None (the default) when the source
+        cannot tell.
+        """
+        return None
