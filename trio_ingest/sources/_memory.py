@@ -5,10 +5,13 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import anyio
+import anyio.abc
+import anyio.lowlevel
 
 from .._errors import ConfigError
 from .._event import Event
@@ -27,7 +30,11 @@ class FromIterable(Source):
     """
 
     def __init__(
-        self, items: Iterable[Any] | AsyncIterable[Any], *, name: str | None = None
+        self,
+        items: Iterable[Any] | AsyncIterable[Any],
+        *,
+        name: str | None = None,
+        buffer: int = 1024,
     ) -> None:
         if not isinstance(items, Iterable | AsyncIterable):
             raise ConfigError(f"from_iterable() needs an iterable: {items!r}")
@@ -36,6 +43,8 @@ class FromIterable(Source):
             self.name_given = True
         self._items = items
         self._position = 0
+        self.buffer = buffer
+        self._inbox: anyio.abc.ObjectReceiveStream[Any] | None = None
         self._sync: Iterator[Any] | None = None
         self.committed = 0
 
@@ -72,35 +81,78 @@ class FromIterable(Source):
         return Read(self._wrap(chunk, start), self._position)
 
     async def _read_async(self, max_events: int) -> Read | None:
-        assert isinstance(self._items, AsyncIterable)
-        # One async-for per read, so no async generator outlives a cancelled read
-        # (PEP 789): the iterator is only ever advanced from this task.
-        if not hasattr(self, "_aiter"):
-            self._aiter = aiter(self._items)
-        chunk: list[Any] = []
-        start = self._position
+        # await the first item, then take whatever else the pump has ready
+        inbox = self._inbox
+        if inbox is None:
+            raise RuntimeError("FromIterable: an async iterable is read inside open_resources()")
         try:
-            chunk.append(await anext(self._aiter))
-        except StopAsyncIteration:
+            chunk = [await inbox.receive()]
+        except anyio.EndOfStream:
             return None
-        self._position += 1
+        while len(chunk) < max_events:
+            try:
+                chunk.append(inbox.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+        start = self._position
+        self._position += len(chunk)
         return Read(self._wrap(chunk, start), self._position)
+
+    @contextlib.asynccontextmanager
+    async def open_resources(self) -> AsyncIterator[None]:
+        """For an async iterable: a task that pulls items ahead into a bounded buffer.
+
+        So a read can take every item that is ready, not one per read; the
+        iterator is driven from that one task and closed there (PEP 789).
+        """
+        if not isinstance(self._items, AsyncIterable) or isinstance(self._items, Iterable):
+            yield
+            return
+        send, receive = anyio.create_memory_object_stream[Any](self.buffer)
+        self._inbox = receive
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._pump, send)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+                receive.close()
+
+    async def _pump(self, send: anyio.abc.ObjectSendStream[Any]) -> None:
+        assert isinstance(self._items, AsyncIterable)
+        iterator = aiter(self._items)
+        pulled = 0
+        try:
+            with send:
+                async for item in iterator:
+                    # send_nowait first: a send that always yields would hand the
+                    # reader one item at a time (DESIGN decision 1)
+                    try:
+                        send.send_nowait(item)
+                    except anyio.WouldBlock:
+                        await send.send(item)
+                    pulled += 1
+                    if pulled % 256 == 0:
+                        await anyio.lowlevel.checkpoint()  # let other tasks run
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await close()
 
     async def commit(self, offsets: Any) -> None:
         self.committed = offsets[-1]
 
-    async def aclose(self) -> None:
-        aiter_ = getattr(self, "_aiter", None)
-        if aiter_ is not None and hasattr(aiter_, "aclose"):
-            with anyio.CancelScope(shield=True):
-                await aiter_.aclose()
-
 
 def from_iterable(
-    items: Iterable[Any] | AsyncIterable[Any], *, name: str | None = None
+    items: Iterable[Any] | AsyncIterable[Any], *, name: str | None = None, buffer: int = 1024
 ) -> FromIterable:
-    """A source over ``items``: :class:`Event` objects, or payloads (ids from positions)."""
-    return FromIterable(items, name=name)
+    """A source over ``items``: :class:`Event` objects, or payloads (ids from positions).
+
+    An async iterable is pulled ahead by a task of the source's own into a
+    buffer of ``buffer`` items, so each read takes every item that is ready.
+    """
+    return FromIterable(items, name=name, buffer=buffer)
 
 
 def _default_payload(i: int, rng: random.Random) -> dict[str, Any]:
