@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import shlex
 import sys
 import time
@@ -23,6 +24,13 @@ from ._scenarios import SCENARIOS, Config
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
+PEER_NOTES = [
+    "Peers: slurry pins trio<0.22, so it is installed with `pip install --no-deps slurry` "
+    "(plus its dependency async_generator, which --no-deps skips) and runs on the trio above; "
+    "aiostream and bytewax install normally. A peer that is not importable is skipped, "
+    "with the reason in its row.",
+]
+
 
 def _scenario_names(value: str) -> list[str]:
     names = [name.strip() for name in value.split(",") if name.strip()]
@@ -33,6 +41,14 @@ def _scenario_names(value: str) -> list[str]:
             f"choose from {', '.join(SCENARIOS)}"
         )
     return names
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average: other work on the machine skews the timings."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _progress(line: str) -> None:
@@ -75,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{command}: {'quick' if cfg.quick else 'full'} mode, {cfg.repeat} run(s) per "
         f"figure, scenarios: {', '.join(names)}"
     )
+    load_start = _load_average()
     results = []
     for name in names:
         _progress(f"[{name}]")
@@ -86,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         "config": attrs.asdict(cfg),
         "started": started.isoformat(timespec="seconds"),
         "duration_s": time.perf_counter() - clock,
+        "load_average": {"start": load_start, "end": _load_average()},
         **environment(),
+        "notes": PEER_NOTES,
         "errors": runner.errors,
     }
     for path in write_all(args.out, meta, results):

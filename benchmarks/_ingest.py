@@ -62,10 +62,11 @@ def _edges(report: Any) -> list[dict[str, Any]]:
 
 
 def _check(report: Any, expected: int) -> None:
-    if report.delivered != expected or report.received != expected:
+    """Fail the run unless every event was received and delivered once, books balanced."""
+    if report.delivered != expected or report.received != expected or not report.balanced:
         raise AssertionError(
             f"trio_ingest lost or duplicated events: received {report.received}, "
-            f"delivered {report.delivered}, expected {expected}"
+            f"delivered {report.delivered}, expected {expected}: {report.summary()}"
         )
 
 
@@ -275,22 +276,27 @@ def run_ingest_flaky(n: int, seed: int = 1, workers: int = 4) -> Measurement:
     }
 
 
-def run_ingest_sqlite(n: int, table: str = "events") -> Measurement:
-    """trio_ingest into a fresh file: prebuilt events -> ``sinks.SQLite(path, table)``: rows/s."""
+def run_ingest_sqlite(n: int, table: str = "events", workers: int = 1) -> Measurement:
+    """trio_ingest into a fresh file: prebuilt events -> ``sinks.SQLite(path, table)``: rows/s.
+
+    The sink's defaults (WAL, ``synchronous=FULL``, one transaction per batch of up
+    to 256 events, written from a worker thread).
+    """
     import sqlite3
     import tempfile
     from pathlib import Path
 
     ti = _import()
-    sqlite_sink: Callable[..., Any] | None = getattr(ti.sinks, "SQLite", None)
-    if sqlite_sink is None:
-        raise Skip("sinks.SQLite not available")
+    try:
+        sqlite_sink: Callable[..., Any] = ti.sinks.SQLite
+    except (AttributeError, ImportError) as error:
+        raise Skip(f"sinks.SQLite not available ({type(error).__name__}: {error})") from error
     events = [ti.Event(id=str(i), payload={"value": i}) for i in range(n)]
     with tempfile.TemporaryDirectory(prefix="bench-sqlite-") as directory:
         path = str(Path(directory) / "ingest.sqlite")
         pipeline = ti.Pipeline(
             ti.sources.from_iterable(events),
-            sink=sqlite_sink(path, table),
+            sink=sqlite_sink(path, table, workers=workers),
             max_batch=DEFAULT_MAX_BATCH,
         )
         del events

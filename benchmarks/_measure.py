@@ -44,8 +44,10 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def current_rss_bytes() -> int:
-    """Resident set size of this process now."""
-    import psutil  # type: ignore[import-untyped]
-
+def current_rss_bytes() -> int | None:
+    """Resident set size of this process now (None without psutil)."""
+    try:
+        import psutil  # type: ignore[import-untyped]
+    except ImportError:
+        return None
     return int(psutil.Process().memory_info().rss)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -31,24 +32,26 @@ PACKAGES = (
 
 def environment() -> dict[str, Any]:
     """The machine, Python and package versions the figures were measured with."""
-    import psutil  # type: ignore[import-untyped]
-
     versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    frequency = psutil.cpu_freq()
+    machine: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "processor": _cpu_model() or platform.processor(),
+        "platform": platform.platform(),
+    }
+    try:
+        import psutil  # type: ignore[import-untyped]
+    except ImportError:
+        pass
+    else:
+        machine["physical_cores"] = psutil.cpu_count(logical=False)
+        machine["memory_gb"] = round(psutil.virtual_memory().total / 1024**3, 1)
     return {
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "physical_cores": psutil.cpu_count(logical=False),
-            "cpu_mhz": round(frequency.max or frequency.current) if frequency else None,
-            "processor": _cpu_model() or platform.processor(),
-            "memory_gb": round(psutil.virtual_memory().total / 1024**3, 1),
-            "platform": platform.platform(),
-        },
+        "machine": machine,
         "python": {
             "version": platform.python_version(),
             "implementation": platform.python_implementation(),
@@ -73,6 +76,11 @@ def write_all(out: Path, meta: dict[str, Any], results: list[ScenarioResult]) ->
     out.mkdir(parents=True, exist_ok=True)
     by_name = {result.name: result for result in results}
     charts = write_charts(out, by_name)
+    if importlib.util.find_spec("matplotlib") is None:
+        meta = {
+            **meta,
+            "notes": [*meta.get("notes", []), "No charts: matplotlib is not installed."],
+        }
     json_path = out / "results.json"
     document = {
         "meta": meta,
@@ -103,6 +111,7 @@ def markdown(meta: dict[str, Any], results: list[ScenarioResult], charts: list[P
     """The Markdown report: run facts, then one table per scenario with its command on top."""
     machine = meta["machine"]
     python = meta["python"]
+    load = meta.get("load_average", {})
     packages = ", ".join(
         f"{name} {version}" for name, version in meta["packages"].items() if version
     )
@@ -116,9 +125,11 @@ def markdown(meta: dict[str, Any], results: list[ScenarioResult], charts: list[P
         "",
         f"- mode: **{meta['mode']}** ({meta['repeat']} timed run(s) per figure after a "
         "warm-up run, medians; every contender in a fresh subprocess)",
-        f"- started {meta['started']}, took {meta['duration_s']:.0f} s",
+        f"- started {meta['started']}, took {meta['duration_s']:.0f} s; 1-minute load average "
+        f"{load.get('start')} at start, {load.get('end')} at end (on {machine['cpu_count']} "
+        "CPUs; above about 1 other work competed with the benchmarks)",
         f"- machine: {machine['cpu_count']} CPUs ({machine['processor']}), "
-        f"{machine['memory_gb']} GB, {machine['platform']}",
+        f"{machine.get('memory_gb', '?')} GB RAM, {machine['platform']}",
         f"- Python {python['version']} ({python['implementation']})",
         f"- packages: {packages}" + (f"; not installed: {missing}" if missing else ""),
         "- Timings on a shared 2-core machine are noisy: compare ratios measured in the same "
@@ -192,7 +203,10 @@ def _cell(key: str, value: Any) -> str:
 
 def write_charts(out: Path, results: dict[str, ScenarioResult]) -> list[Path]:
     """Draw one PNG per scenario that has a chart; return the files written."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        return []
 
     matplotlib.use("Agg")
     drawers = {

@@ -164,7 +164,7 @@ def _expects_all(run: dict[str, Any]) -> bool:
 
 
 def _progress_line(scenario: str, label: str, outcome: Outcome, repeat: int) -> str:
-    head = f"  {scenario:<13} {label:<28} n={outcome.n:>10,}"
+    head = f"  {scenario:<13} {label:<40} n={outcome.n:>10,}"
     if outcome.error is not None:
         return f"{head}  ERROR {outcome.error[:120]}"
     if outcome.skipped is not None:

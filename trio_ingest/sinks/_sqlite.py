@@ -92,6 +92,9 @@ class SQLite(Sink):
         busy_timeout: float = 5.0,
         **options: Any,
     ) -> None:
+        # one transaction (and one fsync) per batch: larger batches amortise both, and
+        # the thread hop that waits for the event loop to release the GIL
+        options.setdefault("max_batch", 1_000)
         super().__init__(**options)
         if not isinstance(path, str | os.PathLike) or not os.fspath(path):
             raise ConfigError(f"'path' must be a file path: {path!r}")
