@@ -315,7 +315,7 @@ def test_ingest_stopped_mid_run_resumes_and_stores_every_line_once(
     assert len(committed_lines) == stopped_at["line"]
     committed_ids = {json.loads(line).get("id") for line in committed_lines} - {None}
     if how == "SIGTERM":
-        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert proc.returncode == 0, err  # a graceful stop that drained is a clean exit
         assert b"Traceback" not in err
         # a graceful stop drains and commits: the checkpoint covers exactly what was written
         assert committed_ids == set(partial)
@@ -455,11 +455,11 @@ def _finish(proc: subprocess.Popen[bytes]) -> tuple[dict[str, Any], bytes]:
     return json.loads(out), err
 
 
-def test_run_sigterm_stops_gracefully_with_exit_143(user_module: Path) -> None:
+def test_run_sigterm_stops_gracefully_with_exit_0(user_module: Path) -> None:
     proc = _run_until_started(user_module, "endless")
     proc.send_signal(signal.SIGTERM)
     report, err = _finish(proc)
-    assert proc.returncode == 143, err
+    assert proc.returncode == 0, err
     assert report["signal"] == "SIGTERM"
     assert report["balanced"] and report["in_flight"] == 0 and report["completed"]
     assert report["delivered"] > 0

@@ -7,12 +7,13 @@ line ``error: ...`` on stderr with a non-zero exit code, never a traceback.
 Exit codes:
 
 - 0: the run completed (events that were dead-lettered included; the
-  summary counts them).
+  summary counts them), or a SIGINT/SIGTERM stopped it gracefully: what was
+  read was drained, written and committed, and a rerun resumes after it.
 - 1: the pipeline failed (a node raised, a sink could not open...).
 - 2: bad usage or configuration (a flag value, a missing file...).
-- 128 + signal (130 for SIGINT, 143 for SIGTERM): the run was interrupted
-  before it finished, whether the graceful stop drained it or a second
-  signal forced it.
+- 128 + signal (130 for SIGINT, 143 for SIGTERM): the stop was forced (a
+  second signal) or cut short by the shutdown deadline: events were left in
+  flight, uncommitted, to be delivered again by the next run.
 """
 
 from __future__ import annotations
@@ -380,7 +381,10 @@ class RunOutcome:
         if self.error is not None:
             return EXIT_FAILED
         if self.signal is not None:
-            return 128 + self.signal
+            # a stop that drained and committed everything it read did what was asked:
+            # 0, as a service stopped by SIGTERM; forced or cut short: 128+signal
+            clean = self.report is not None and self.report.completed and not self.forced
+            return EXIT_OK if clean else 128 + self.signal
         if self.report is None or not self.report.completed:
             return EXIT_FAILED
         return EXIT_OK

@@ -194,8 +194,8 @@ def demo(
     writes are retried with exponential backoff and full jitter; invalid
     readings and writes that outlive the retry policy go to the dead-letter
     file. Ctrl-C stops gracefully (a second Ctrl-C forces). Exit code 0 when
-    the run completed (dead letters included), 1 when it failed, 128+signal
-    when it was interrupted.
+    the run completed (dead letters included) or a graceful stop drained it,
+    1 when it failed, 128+signal when the stop was forced or cut short.
     """
     output = make_output(quiet, as_json, log_level)
     if latency_min > latency_max:

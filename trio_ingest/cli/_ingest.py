@@ -111,8 +111,8 @@ def ingest(
     to the dead-letter file with their line number and reason. SIGINT or
     SIGTERM stops gracefully (what was read is written and checkpointed); a
     second signal forces. Exit code 0 when the file was loaded (dead letters
-    included), 1 when the run failed, 2 for bad usage, 128+signal when it
-    was interrupted (always the case with --follow).
+    included) or a graceful stop drained what was read, 1 when the run
+    failed, 2 for bad usage, 128+signal when the stop was forced or cut short.
     """
     output = make_output(quiet, as_json, log_level)
     if (db is None) == (dsn is None):

@@ -123,8 +123,9 @@ def run(
     trio_ingest Pipeline or Graph. MODULE is a module name (the current
     directory is importable) or a file path ending in .py. SIGINT or SIGTERM
     stops the run gracefully (intake ends, in-flight events drain, offsets
-    commit); a second signal forces it. Exit code 0 when the run completed,
-    1 when it failed, 128+signal when it was interrupted.
+    commit); a second signal forces it. Exit code 0 when the run completed
+    or a graceful stop drained everything, 1 when it failed, 128+signal when
+    the stop was forced or cut short by the shutdown deadline.
     """
     output = make_output(quiet, as_json, log_level)
     factory = load_factory(target)

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import logging
 import math
+import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,6 +29,7 @@ from typing import Any, NoReturn
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from .._acks import AckToken, AckTracker, finish, retain
 from .._edge import Batch, Edge, EdgeBrokenError, EdgeReceiver, EdgeSender
@@ -286,12 +288,12 @@ class Runtime:
         except BaseExceptionGroup as group:
             failure = _primary_failure(group)
             if failure is None:
-                # only consequences of a cancel from outside: let the cancellation through
-                # without the broken edges it caused (a sender woken by its consumer's exit)
-                cancelled, _broken = group.split(anyio.get_cancelled_exc_class())
-                if cancelled is None or cancelled is group:
+                # only a cancel and what it caused (a sender woken by its consumer's exit
+                # finds the edge broken): a cancel from outside goes on as a plain
+                # cancellation, our own abort() ends the run quietly, cut short
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                if not self.aborted:
                     raise
-                raise cancelled from None
         finally:
             self.finished_at = anyio.current_time()
             self.done.set()
@@ -1251,9 +1253,9 @@ def _disk_failure(error: BaseException) -> str | None:
     for _ in range(8):
         if current is None:
             return None
-        if isinstance(current, OSError) and current.errno in _DISK_ERRNOS:
-            name = errno.errorcode.get(current.errno, str(current.errno))
-            return f"{name} ({current.strerror})"
+        number = current.errno if isinstance(current, OSError) else None
+        if number is not None and number in _DISK_ERRNOS:
+            return f"{errno.errorcode.get(number, str(number))} ({os.strerror(number)})"
         code = getattr(current, "sqlite_errorcode", None)
         if isinstance(code, int) and (code & 0xFF) in (_SQLITE_FULL, _SQLITE_IOERR):
             return f"{getattr(current, 'sqlite_errorname', code)} ({current})"
@@ -1350,7 +1352,8 @@ class PipelineHandle:
         """Feed several events at once; blocks while the first edges are full.
 
         Raises:
-            anyio.ClosedResourceError: After ``stop()``.
+            anyio.ClosedResourceError: After ``stop()``, or when ``stop()`` came while
+                this call waited for room (the events not yet taken were not accepted).
         """
         if self._closed:
             raise anyio.ClosedResourceError("the pipeline is stopping; it takes no more events")
@@ -1375,8 +1378,16 @@ class PipelineHandle:
         if k > 1:
             retain(batch.tokens, k - 1)
             rt.expanded += len(events) * (k - 1)
-        for sender in self._senders:
-            await sender.edge.send(batch)
+        try:
+            for sender in self._senders:
+                await sender.edge.send(batch)
+        except EdgeBrokenError:
+            if not self._closed:
+                raise  # a node failed: the run's own error says which
+            # stopped while waiting for room: its consumers are gone, say so as documented
+            raise anyio.ClosedResourceError(
+                "the pipeline stopped before it took these events"
+            ) from None
 
     async def stop(self, timeout: float | None = None) -> RunReport:
         """Stop intake, drain, flush and commit; cut it short after ``timeout`` seconds.

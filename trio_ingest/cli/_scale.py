@@ -1,0 +1,315 @@
+"""``trio-ingest worker`` and ``trio-ingest produce``: scale out over Redis Streams.
+
+``produce`` loads a JSON Lines file into a stream (or into key-partitioned
+streams). ``worker`` runs one member of a consumer group: start it several
+times (with different ``--consumer`` names, on one machine or many) and the
+group splits the stream's entries among them; a worker that dies has its
+unfinished entries claimed by the others after ``--claim-idle`` seconds.
+
+The factory contract
+--------------------
+``worker module:factory`` imports ``module`` and calls::
+
+    factory(source, **options) -> trio_ingest.Graph   # a Pipeline is a Graph
+
+``source`` is the :class:`trio_ingest.sources.RedisStreams` this worker reads
+(already configured from the flags); ``options`` are the ``-o KEY=VALUE``
+flags, as strings. The factory returns the pipeline (or graph) that consumes
+``source``: its stages, its sink, its dead-letter sink (poison entries go
+there). Everything else (signals, graceful stop, progress) is the command's.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+
+from .._errors import ConfigError
+from .._retry import ExponentialBackoff, RetryPolicy
+from ..graph._graph import Graph, Pipeline
+from ..sinks._redis import RedisStreams as RedisStreamsSink
+from ..sources._redis import RedisStreams, partition_streams
+from ._common import (
+    Command,
+    ProgressView,
+    describe_error,
+    fail,
+    finish,
+    make_output,
+    output_options,
+    run_graph,
+)
+
+__all__ = ("load_factory", "produce", "worker")
+
+_POSITIVE = click.FloatRange(min=0, min_open=True)
+_DEFAULT_URL = "redis://127.0.0.1:6379"
+
+
+def load_factory(spec: str) -> Callable[..., Any]:
+    """Import ``module:attribute`` (the current directory is importable, as for ``python -m``).
+
+    Raises:
+        click.ClickException: The spec is malformed, or the module or attribute is missing.
+    """
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        fail(f"FACTORY must be module:function, got {spec!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        fail(f"cannot import {module_name!r}: {exc}")
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            fail(f"{module_name!r} has no attribute {attribute!r}")
+    if not callable(target):
+        fail(f"{spec} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            fail(f"-o/--option must be KEY=VALUE with KEY a Python name, got {pair!r}")
+        options[key] = value
+    return options
+
+
+@click.command(cls=Command)
+@click.argument("factory")
+@click.option("--redis", "url", default=_DEFAULT_URL, show_default=True,
+              help="Redis URL (redis://, rediss:// or unix://).")
+@click.option("--group", required=True, help="Consumer group shared by all workers.")
+@click.option("--consumer", required=True,
+              help="This worker's name in the group; keep it across restarts to resume.")
+@click.option("--stream", "streams", multiple=True, required=True,
+              help="Stream to consume (repeat for several); with --partitions, the base name.")
+@click.option("--partitions", type=click.IntRange(min=1), default=None,
+              help="The streams are partitioned STREAM:0 .. STREAM:P-1 (see `produce`).")
+@click.option("--worker-index", type=click.IntRange(min=0), default=None,
+              help="With --partitions: this worker takes partitions p with p % workers == index.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="With --partitions: how many workers share the partitions.")
+@click.option("--claim-idle", type=_POSITIVE, default=30.0, show_default=True,
+              help="Seconds before a dead worker's unfinished entries are claimed (failover).")
+@click.option("--max-deliveries", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Deliveries after which an entry is dead-lettered as poison.")
+@click.option("--start-id", default="0", show_default=True,
+              help="Where a group created now starts: 0 (whole stream) or $ (new entries).")
+@click.option("--block", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0,
+              show_default=True, help="Seconds one read waits for new entries.")
+@click.option("-o", "--option", "factory_options", multiple=True, metavar="KEY=VALUE",
+              help="Passed to the factory as a keyword argument (a string); repeatable.")
+@click.option("--shutdown-timeout", type=_POSITIVE, default=30.0, show_default=True,
+              help="Seconds a graceful stop (Ctrl-C, SIGTERM) may take to drain.")
+@output_options
+def worker(
+    factory: str,
+    url: str,
+    group: str,
+    consumer: str,
+    streams: tuple[str, ...],
+    partitions: int | None,
+    worker_index: int | None,
+    workers: int | None,
+    claim_idle: float,
+    max_deliveries: int,
+    start_id: str,
+    block: float,
+    factory_options: tuple[str, ...],
+    shutdown_timeout: float,
+    quiet: bool,
+    as_json: bool,
+    log_level: str,
+) -> None:
+    """Run one worker of a consumer group: FACTORY (module:function) builds its pipeline.
+
+    FACTORY is called as factory(source, **options) with the RedisStreams
+    source of this worker and must return a Pipeline or Graph that reads it.
+    Runs until SIGINT/SIGTERM: a graceful stop finishes what is in flight and
+    acknowledges exactly that; a second signal forces. Entries are processed
+    at least once; with --partitions and a static assignment, in order per key.
+    """
+    output = make_output(quiet, as_json, log_level)
+    options = _parse_options(factory_options)
+    names = list(streams)
+    if partitions is not None:
+        if len(names) != 1:
+            fail("--partitions takes exactly one --stream (the base name)")
+        index = 0 if worker_index is None else worker_index
+        count = 1 if workers is None else workers
+        try:
+            names = partition_streams(names[0], partitions, index, count)
+        except ConfigError as exc:
+            fail(str(exc).replace("'worker_index'", "--worker-index").replace(
+                "'workers'", "--workers"))
+    elif worker_index is not None or workers is not None:
+        fail("--worker-index and --workers need --partitions")
+    try:
+        source = RedisStreams(
+            names, group, consumer, url=url, block=block, claim_idle=claim_idle,
+            max_deliveries=max_deliveries, start_id=start_id,
+        )
+    except ConfigError as exc:
+        fail(str(exc))
+    build = load_factory(factory)
+    try:
+        graph = build(source, **options)
+    except Exception as exc:  # noqa: BLE001 -- user code: reported as one line
+        fail(f"{factory}(source, **options) failed: {describe_error(exc)}")
+    if not isinstance(graph, Graph):
+        fail(f"{factory} must return a Pipeline or Graph, got {type(graph).__name__}")
+    if not any(node.obj is source for node in graph.nodes.values()):
+        fail(f"the graph {factory} returned does not read the source it was given")
+
+    err = output.stderr()
+    view = None
+    if not output.quiet and err.is_terminal:
+        view = ProgressView(err, title=f"{consumer} @ {group}")
+    if not output.quiet:
+        err.print(f"[bold]{consumer}[/] of group [bold]{group}[/] consuming "
+                  f"{', '.join(names)} at {url}", highlight=False)
+
+    async def main() -> Any:
+        with output.logging(err):
+            return await run_graph(
+                graph, shutdown_timeout=shutdown_timeout, view=view, metrics=output.metrics,
+                notice=None if output.quiet else (lambda m: err.print(f"[yellow]{m}[/]")),
+            )
+
+    try:
+        outcome = trio.run(main)
+    except KeyboardInterrupt:
+        fail("interrupted", 128 + 2)
+    extra = [
+        ("acknowledged", f"{source.acked:,}", "XACKed entries"),
+        ("claimed", f"{source.claimed:,}", "idle entries taken from other consumers"),
+        ("poison", f"{source.poisoned:,}", f"delivered more than {max_deliveries} times"),
+        ("reconnects", f"{source.reconnects:,}", "after losing Redis"),
+    ]
+    finish(output, outcome, title=f"trio-ingest worker {consumer}", extra=extra, data={
+        "consumer": consumer,
+        "group": group,
+        "streams": names,
+        "acked": source.acked,
+        "claimed": source.claimed,
+        "poisoned": source.poisoned,
+        "reconnects": source.reconnects,
+    })
+
+
+@click.command(cls=Command)
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--redis", "url", default=_DEFAULT_URL, show_default=True,
+              help="Redis URL (redis://, rediss:// or unix://).")
+@click.option("--stream", required=True,
+              help="Stream to append to; with --partitions, the base name.")
+@click.option("--partitions", type=click.IntRange(min=1), default=None,
+              help="Write to STREAM:0 .. STREAM:P-1 by a hash of the key (order per key).")
+@click.option("--maxlen", type=click.IntRange(min=1), default=None,
+              help="Trim each stream to about this many entries (default: no trimming).")
+@click.option("--id-field", default="id", show_default=True, help="Field holding the id.")
+@click.option("--key-field", default=None, help="Field holding the key (partitions by it).")
+@click.option("--time-field", default=None,
+              help="Field holding the event time (epoch seconds or ISO 8601).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Resume from (and record progress in) this file; default: no checkpoint.")
+@click.option("--dead-letters", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Dead-letter file, JSON Lines [default: FILE.dead-letters.jsonl].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1_000, show_default=True,
+              help="Lines per read and entries per Redis call.")
+@click.option("--rate", type=_POSITIVE, default=None,
+              help="Most lines per second (default: unlimited).")
+@output_options
+def produce(
+    file: Path,
+    url: str,
+    stream: str,
+    partitions: int | None,
+    maxlen: int | None,
+    id_field: str,
+    key_field: str | None,
+    time_field: str | None,
+    checkpoint: Path | None,
+    dead_letters: Path | None,
+    batch_size: int,
+    rate: float | None,
+    quiet: bool,
+    as_json: bool,
+    log_level: str,
+) -> None:
+    """Append the records of FILE (JSON Lines) to a Redis stream, with progress.
+
+    Each line becomes an entry with the fields id, event_time, payload (the
+    whole object as JSON) and key; `trio-ingest worker` reads them back as
+    the same events. Lines that are not valid records go to the dead-letter
+    file with their line number and reason.
+    """
+    from .. import sinks
+    from ..sources._files import JsonLines
+
+    output = make_output(quiet, as_json, log_level)
+    if not file.exists():
+        fail(f"{os.fspath(file)}: no such file")
+    if not file.is_file():
+        fail(f"{os.fspath(file)}: not a regular file")
+    dead_letters = dead_letters or file.with_name(file.name + ".dead-letters.jsonl")
+    try:
+        source = JsonLines(file, checkpoint=checkpoint, id_field=id_field, key_field=key_field,
+                           time_field=time_field, rate=rate, name=file.name)
+        # a Redis restart must not dead-letter a batch: retry patiently
+        patient = RetryPolicy(max_attempts=30, backoff=ExponentialBackoff(
+            initial=0.05, max_delay=2.0, jitter="equal"), deadline=60.0)
+        sink = RedisStreamsSink(stream, url=url, maxlen=maxlen, partitions=partitions,
+                                max_batch=batch_size, retry=patient)
+        dead = sinks.JsonLines(dead_letters, name="dead_letters")
+        pipeline = Pipeline(source, sink=sink, dead_letter=dead, max_batch=batch_size,
+                            capacity=max(10_000, 4 * batch_size))
+    except ConfigError as exc:
+        fail(str(exc))
+
+    err = output.stderr()
+    view = None
+    if not output.quiet and err.is_terminal:
+        view = ProgressView(err, title=f"{file.name} -> {stream}",
+                            total=file.stat().st_size,
+                            completed=lambda _report: source.position, unit="bytes")
+
+    async def main() -> Any:
+        with output.logging(err):
+            return await run_graph(
+                pipeline, view=view, metrics=output.metrics,
+                notice=None if output.quiet else (lambda m: err.print(f"[yellow]{m}[/]")),
+            )
+
+    try:
+        outcome = trio.run(main)
+    except KeyboardInterrupt:
+        fail("interrupted", 128 + 2)
+    targets = sink.streams()
+    shown = targets[0] if len(targets) == 1 else f"{targets[0]} .. {targets[-1]}"
+    extra = [
+        ("entries appended", f"{sink.written:,}", shown),
+        ("dead letters", f"{dead.lines:,}", os.fspath(dead_letters)),
+    ]
+    finish(output, outcome, title=f"trio-ingest produce {file.name}", extra=extra, data={
+        "file": os.fspath(file),
+        "streams": targets,
+        "entries": sink.written,
+        "dead_letter_lines": dead.lines,
+        "dead_letters": os.fspath(dead_letters),
+    })
