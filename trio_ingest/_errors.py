@@ -79,10 +79,8 @@ class DeadLetterError(IngestError):
     Raised instead of dropping the event: trio_ingest never loses an event silently.
     """
 
-    def __init__(self, node: str, event_id: str, reason: str) -> None:
-        super().__init__(
-            f"{node!r} could not dead-letter event {event_id!r} ({reason}); "
-            "configure dead_letter=... to keep the run going"
-        )
+    def __init__(self, node: str, event_id: str, reason: str, *, configured: bool = False) -> None:
+        hint = "" if configured else "; configure dead_letter=... to keep the run going"
+        super().__init__(f"{node!r} could not dead-letter event {event_id!r} ({reason}){hint}")
         self.node = node
         self.event_id = event_id

@@ -1231,7 +1231,10 @@ class SinkRunner(_Runner):
     def _dead_letter_failed(self, batch: Batch, gave_up: _GiveUp) -> NoReturn:
         event = batch.events[0]
         raise DeadLetterError(
-            "dead_letter", event.id, f"the dead-letter sink failed: {gave_up.error!r}"
+            "dead_letter",
+            event.id,
+            f"the dead-letter sink failed: {gave_up.error!r}",
+            configured=True,
         ) from gave_up.error
 
 
