@@ -811,9 +811,12 @@ class SourceRunner(_Runner):
         while not self._stopping:
             # stop() cancels only the read: a batch already read is pushed through
             read = None
-            with anyio.CancelScope() as self._read_scope:
-                read = await source.read(max_batch)
-            self._read_scope = None
+            if source.read_may_wait:
+                with anyio.CancelScope() as self._read_scope:
+                    read = await source.read(max_batch)
+                self._read_scope = None
+            else:
+                read = await source.read(max_batch)  # returns at once: no scope needed
             if read is None:
                 return
             if not isinstance(read, Read):

@@ -98,6 +98,11 @@ class Sink:
     async def flush(self) -> None:
         """Make everything written so far durable (buffered sinks)."""
 
+    # Optional: ``open_resources(self) -> AbstractAsyncContextManager``. A connector
+    # whose client owns tasks (an AnyIO task group per connection pool) defines it; the
+    # runtime enters it in the node's own task before ``open()`` and leaves it after
+    # ``aclose()``, so those tasks nest inside the run's task group.
+
     async def aclose(self) -> None:
         """Release connections and files; idempotent, and safe after a failed flush."""
 

@@ -43,12 +43,17 @@ class Source:
         name: Node name (defaults to the class's).
         commit_interval: Least seconds between two commits, to amortise
             expensive commits (an fsync'd checkpoint file).
+        read_may_wait: Whether ``read`` may wait for data (see below).
     """
 
     name: str = "source"
     #: True when the user chose the name: then a clash is an error, not renamed.
     name_given: bool = False
-    commit_interval: float = 0.0
+    commit_interval: float = 0.05
+    #: Whether ``read`` may wait for data (a socket, a tailed file, a rate). The
+    #: runtime then wraps each read in a cancel scope that ``stop()`` cancels; a
+    #: source whose reads return at once sets False and saves that per batch.
+    read_may_wait: bool = True
 
     async def open(self) -> None:
         """Connect, open files, seek to the last committed offset.
@@ -72,6 +77,11 @@ class Source:
         position needs only ``offsets[-1]``. Called shielded from cancellation
         with a time bound.
         """
+
+    # Optional: ``open_resources(self) -> AbstractAsyncContextManager``. A connector
+    # whose client owns tasks (an AnyIO task group per connection pool) defines it; the
+    # runtime enters it in the node's own task before ``open()`` and leaves it after
+    # ``aclose()``, so those tasks nest inside the run's task group.
 
     async def aclose(self) -> None:
         """Release connections and files; idempotent."""

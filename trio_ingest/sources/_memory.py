@@ -53,8 +53,10 @@ class FromIterable(Source):
             self._sync = None
             # checked once, so reads of an all-Event list are plain slices
             self._all_events = set(_builtin_map(type, self._items)) <= {Event}
+            self.read_may_wait = False
         elif isinstance(self._items, Iterable):
             self._sync = iter(self._items)
+            self.read_may_wait = False
 
     _all_events = False
 
@@ -194,6 +196,7 @@ class Synthetic(Source):
             raise ConfigError(f"'duplicates' must be in [0, 1): {duplicates!r}")
         self.name = name or "synthetic"
         self.name_given = name is not None
+        self.read_may_wait = rate is not None
         self.count = count
         self.rate = rate
         self.duplicates = duplicates

@@ -1,0 +1,247 @@
+"""Redis Streams sink: append events to a stream, or to key-hashed partition streams.
+
+Each batch goes to Redis as one Lua call per target stream that XADDs every
+event of it (atomic per stream: a failed batch leaves nothing behind; measured
+5x faster than the same XADDs pipelined from coredis, whose per-command client
+cost dominates). Servers that refuse scripts get pipelined XADDs instead.
+
+Entry fields: ``id``, ``event_time``, ``payload`` (JSON), and when set ``key``
+(JSON) and ``headers`` (a JSON object). :class:`trio_ingest.sources.RedisStreams`
+reads them back into the same events. XADD is not idempotent: a batch retried
+after a lost reply is appended twice; consumers deduplicate on ``id`` (every
+trio_ingest sink does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from .._errors import ConfigError, SinkError, TransientError
+from .._event import Event
+from ._base import Sink
+
+__all__ = ("RedisStreams", "partition_of")
+
+log = logging.getLogger("trio_ingest.sinks.redis")
+
+# ARGV[1] = MAXLEN (0: no trimming), then 5 values per event:
+# id, key JSON ('' = none), event_time, payload JSON, headers JSON ('' = none)
+_XADD_MANY = """
+local maxlen = tonumber(ARGV[1])
+local n = 0
+for i = 2, #ARGV, 5 do
+  local f = {'id', ARGV[i], 'event_time', ARGV[i + 2], 'payload', ARGV[i + 3]}
+  if ARGV[i + 1] ~= '' then f[#f + 1] = 'key'; f[#f + 1] = ARGV[i + 1] end
+  if ARGV[i + 4] ~= '' then f[#f + 1] = 'headers'; f[#f + 1] = ARGV[i + 4] end
+  if maxlen > 0 then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(f))
+  else
+    redis.call('XADD', KEYS[1], '*', unpack(f))
+  end
+  n = n + 1
+end
+return n
+"""
+
+
+def partition_of(event: Event, partitions: int) -> int:
+    """The partition of ``event``: crc32 of its JSON key (of its id when it has no key).
+
+    Stable across processes and Python versions (unlike ``hash``), so every
+    producer sends a key to the same partition.
+    """
+    if event.key is None:
+        data = event.id.encode()
+    else:
+        data = json.dumps(event.key, separators=(",", ":")).encode()
+    return zlib.crc32(data) % partitions
+
+
+class RedisStreams(Sink):
+    """Append events to a Redis stream (or to ``partitions`` streams by key).
+
+    Args:
+        stream: Stream name; with ``partitions=P`` the events go to
+            ``f"{stream}:{p}"``, ``p = crc32(key) % P``, so the events of one
+            key stay in order in one partition.
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL.
+        maxlen: Trim each stream to about this many entries (``MAXLEN ~``);
+            ``None`` keeps everything. Entries trimmed before a consumer group
+            read them are lost to it: size it well above the group's lag.
+        partitions: Number of partition streams, or ``None`` for one stream.
+        timeout: Seconds to wait for a connection or a reply.
+        name, retry, workers, max_batch, max_wait, breaker: As for :class:`Sink`.
+
+    Raises:
+        ConfigError: An argument is invalid.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        stream: str,
+        *,
+        url: str = "redis://127.0.0.1:6379",
+        maxlen: int | None = None,
+        partitions: int | None = None,
+        timeout: float = 10.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        if not isinstance(stream, str) or not stream:
+            raise ConfigError(f"'stream' must be a non-empty str: {stream!r}")
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"'url' must be a redis://, rediss:// or unix:// URL: {url!r}")
+        if maxlen is not None and (not isinstance(maxlen, int) or maxlen < 1):
+            raise ConfigError(f"'maxlen' must be >= 1 or None: {maxlen!r}")
+        if partitions is not None and (not isinstance(partitions, int) or partitions < 1):
+            raise ConfigError(f"'partitions' must be >= 1 or None: {partitions!r}")
+        if not timeout > 0:
+            raise ConfigError(f"'timeout' must be > 0: {timeout!r}")
+        self.stream = stream
+        self.url = url
+        self.maxlen = maxlen
+        self.partitions = partitions
+        self.timeout = float(timeout)
+        self._client: Any = None
+        self._script: Any = None
+        #: Entries appended so far.
+        self.written = 0
+
+    def __repr__(self) -> str:
+        return f"<RedisStreams sink {self.name!r} stream={self.stream!r}>"
+
+    def streams(self) -> list[str]:
+        """The stream names this sink writes to."""
+        if self.partitions is None:
+            return [self.stream]
+        return [f"{self.stream}:{p}" for p in range(self.partitions)]
+
+    @contextlib.asynccontextmanager
+    async def open_resources(self) -> AsyncIterator[None]:
+        """Host the coredis client (it owns an AnyIO task group); the runtime enters this.
+
+        Raises:
+            ConfigError: The URL cannot be parsed.
+        """
+        import coredis
+        from coredis.retry import NoRetryPolicy
+
+        try:
+            client = coredis.Redis.from_url(
+                self.url,
+                decode_responses=False,
+                retry_policy=NoRetryPolicy(),
+                connect_timeout=self.timeout,
+                stream_timeout=self.timeout,
+            )
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"'url' is not a valid Redis URL: {self.url!r}: {exc}") from exc
+        async with client:
+            self._client = client
+            try:
+                yield
+            finally:
+                self._client = None
+
+    async def open(self) -> None:
+        """Check the connection and load the script (pipelined XADD if scripts are refused).
+
+        Raises:
+            SinkError: Redis is unreachable, or must run inside ``open_resources()``.
+        """
+        from coredis.exceptions import ResponseError
+
+        if self._client is None:
+            raise SinkError(
+                f"{self.name!r}: RedisStreams.open() must run inside its open_resources() "
+                "context (a pipeline does this for you)"
+            )
+        try:
+            await self._client.ping()
+            script = self._client.register_script(_XADD_MANY)
+            await self._client.script_load(_XADD_MANY)
+            self._script = script
+        except ResponseError as exc:
+            log.info("%s: scripts refused (%s); using pipelined XADD", self.name, str(exc))
+            self._script = None
+        except _transient_errors() as exc:
+            raise SinkError(f"{self.name!r}: cannot reach Redis at {self.url}: {exc}") from exc
+
+    async def write_batch(self, events: Sequence[Event]) -> None:
+        """Append ``events``: one script call (or pipeline) per target stream.
+
+        Raises:
+            TransientError: Connection lost or timed out (retried by the runtime).
+            TypeError: A payload, key or header is not JSON-serialisable (the
+                runtime isolates and dead-letters that event).
+        """
+        if self._client is None:
+            raise SinkError(f"{self.name!r}: write_batch() before open()")
+        groups = self._route(events)
+        try:
+            for stream, rows in groups.items():
+                if self._script is not None:
+                    args: list[Any] = [self.maxlen or 0]
+                    for row in rows:
+                        args.extend(row)
+                    await self._script(keys=[stream], args=args)
+                else:
+                    await self._pipelined(stream, rows)
+        except _transient_errors() as exc:
+            raise TransientError(f"{self.name!r}: {type(exc).__name__}: {exc}") from exc
+        self.written += len(events)
+
+    def _route(self, events: Sequence[Event]) -> dict[str, list[tuple[str, str, str, str, str]]]:
+        dumps = json.dumps
+        partitions = self.partitions
+        groups: dict[str, list[tuple[str, str, str, str, str]]] = {}
+        for e in events:
+            key = "" if e.key is None else dumps(e.key, separators=(",", ":"))
+            row = (
+                e.id,
+                key,
+                repr(float(e.event_time)),
+                dumps(e.payload, separators=(",", ":")),
+                dumps(dict(e.headers), separators=(",", ":")) if e.headers else "",
+            )
+            if partitions is None:
+                stream = self.stream
+            else:
+                data = key.encode() if key else e.id.encode()
+                stream = f"{self.stream}:{zlib.crc32(data) % partitions}"
+            groups.setdefault(stream, []).append(row)
+        return groups
+
+    async def _pipelined(self, stream: str, rows: list[tuple[str, str, str, str, str]]) -> None:
+        from coredis.tokens import PureToken
+
+        async with self._client.pipeline(transaction=False) as pipe:
+            for ident, key, event_time, payload, headers in rows:
+                fields = {"id": ident, "event_time": event_time, "payload": payload}
+                if key:
+                    fields["key"] = key
+                if headers:
+                    fields["headers"] = headers
+                if self.maxlen is None:
+                    pipe.xadd(stream, fields)
+                else:
+                    pipe.xadd(
+                        stream,
+                        fields,
+                        trim_strategy=PureToken.MAXLEN,
+                        threshold=self.maxlen,
+                        trim_operator=PureToken.APPROXIMATELY,
+                    )
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    from ..sources._redis import _transient_errors as errors
+
+    return errors()
