@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 import time
-import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._errors import ConfigError
 from .._event import Event
@@ -44,7 +45,7 @@ class FromIterable(Source):
         self._items = items
         self._position = 0
         self.buffer = buffer
-        self._inbox: anyio.abc.ObjectReceiveStream[Any] | None = None
+        self._inbox: MemoryObjectReceiveStream[Any] | None = None
         self._sync: Iterator[Any] | None = None
         self.committed = 0
 
@@ -120,7 +121,7 @@ class FromIterable(Source):
                 tg.cancel_scope.cancel()
                 receive.close()
 
-    async def _pump(self, send: anyio.abc.ObjectSendStream[Any]) -> None:
+    async def _pump(self, send: MemoryObjectSendStream[Any]) -> None:
         assert isinstance(self._items, AsyncIterable)
         iterator = aiter(self._items)
         pulled = 0
