@@ -93,8 +93,8 @@ def test_worker_flags_are_checked_before_anything_runs(args: list[str], message:
 @pytest.mark.parametrize(
     ("factory", "message"),
     [
-        ("tests.redis_factory", "FACTORY must be module:function"),
-        ("tests.no_such_module:build", "cannot import 'tests.no_such_module'"),
+        ("tests.redis_factory", "expected MODULE:FACTORY or FILE.py:FACTORY"),
+        ("tests.no_such_module:build", "no module named 'tests.no_such_module'"),
         ("tests.redis_factory:nope", "has no attribute 'nope'"),
         ("tests.redis_factory:not_a_graph", "must return a Pipeline or Graph, got str"),
         ("tests.redis_factory:ignores_its_source", "does not read the source it was given"),

@@ -243,7 +243,7 @@ def test_a_crashing_entry_is_dead_lettered_after_max_deliveries_and_the_rest_flo
     """A poison entry kills every worker that processes it; a supervisor restarts them."""
     n, poison = 6_000, 2_500
     crash_log = tmp_path / "crashes.log"
-    workers = workers_factory(claim_idle=1.0, extra=("--max-deliveries", "3"),
+    workers = workers_factory(claim_idle=2.0, extra=("--max-deliveries", "3"),
                               options={"crash_log": str(crash_log), "latency": "0.01"})
     names = ["w0", "w1", "w2"]
     for name in names:

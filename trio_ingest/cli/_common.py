@@ -53,6 +53,7 @@ __all__ = (
     "fail",
     "finish",
     "output_options",
+    "run_command",
     "run_graph",
     "run_trio",
 )
@@ -467,6 +468,35 @@ async def run_graph(
                     break
         nursery.cancel_scope.cancel()
     return outcome
+
+
+def run_command(
+    output: Output,
+    graph: Graph,
+    *,
+    view: ProgressView | None = None,
+    shutdown_timeout: float | None = None,
+    notice: Callable[[str], None] | None = None,
+    linger: bool = False,
+) -> RunOutcome:
+    """What every command does to run its graph: logs to stderr, signals, metrics, Trio.
+
+    Notices (stopping, the metrics URL) go to stderr in yellow unless ``--quiet``.
+    """
+    err = output.stderr()
+    if notice is None and not output.quiet:
+
+        def notice(message: str) -> None:
+            err.print(f"[yellow]{message}[/]")
+
+    async def main() -> RunOutcome:
+        with output.logging(err):
+            return await run_graph(
+                graph, shutdown_timeout=shutdown_timeout, view=view, notice=notice,
+                metrics=output.metrics, linger=linger,
+            )
+
+    return run_trio(main)
 
 
 def run_trio(main: Callable[[], Awaitable[RunOutcome]]) -> RunOutcome:

@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 
 from .. import _retry, sinks, sources, stages, testing
@@ -22,13 +23,11 @@ from ._common import (
     EXIT_USAGE,
     Command,
     ProgressView,
-    RunOutcome,
     fail,
     finish,
     make_output,
     output_options,
-    run_graph,
-    run_trio,
+    run_command,
 )
 
 __all__ = ("demo", "enrich", "make_reading", "validate")
@@ -251,13 +250,9 @@ def demo(
 
             webbrowser.open(message.split(" · ")[1].removeprefix("dashboard "))
 
-    async def main() -> RunOutcome:
-        with output.logging(err):
-            return await run_graph(
-                pipeline, view=view, metrics=metrics, linger=dashboard, notice=notice,
-            )
-
-    outcome = run_trio(main)
+    if metrics != output.metrics:
+        output = attrs.evolve(output, metrics_port=metrics[1] if metrics else None)
+    outcome = run_command(output, pipeline, view=view, notice=notice, linger=dashboard)
     rows = _count_rows(db)
     dead = _count_lines(dead_letters)
     extra = [

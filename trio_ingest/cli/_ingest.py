@@ -22,13 +22,11 @@ from ..sources._files import CSV, JsonLines
 from ._common import (
     Command,
     ProgressView,
-    RunOutcome,
     fail,
     finish,
     make_output,
     output_options,
-    run_graph,
-    run_trio,
+    run_command,
 )
 
 __all__ = ("ingest",)
@@ -165,14 +163,7 @@ def ingest(
         view = ProgressView(err, title=file.name, total=None if follow else size,
                             completed=lambda _report: source.position, unit="bytes")
 
-    async def main() -> RunOutcome:
-        with output.logging(err):
-            return await run_graph(
-                pipeline, view=view, metrics=output.metrics,
-                notice=None if output.quiet else (lambda m: err.print(f"[yellow]{m}[/]")),
-            )
-
-    outcome = run_trio(main)
+    outcome = run_command(output, pipeline, view=view)
     if db is not None:
         rows = _count_rows(db, table)
         inserted = store.inserted

@@ -38,7 +38,7 @@ from ._common import (
 __all__ = ("load_factory", "run")
 
 
-def load_factory(target: str) -> Callable[[], Any]:
+def load_factory(target: str) -> Callable[..., Any]:
     """Resolve ``module:factory`` or ``path/to/file.py:factory`` to the factory.
 
     Raises:

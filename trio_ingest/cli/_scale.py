@@ -21,15 +21,10 @@ there). Everything else (signals, graceful stop, progress) is the command's.
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
-import trio
 
 from .._errors import ConfigError
 from .._retry import ExponentialBackoff, RetryPolicy
@@ -44,39 +39,14 @@ from ._common import (
     finish,
     make_output,
     output_options,
-    run_graph,
+    run_command,
 )
+from ._run import load_factory
 
-__all__ = ("load_factory", "produce", "worker")
+__all__ = ("produce", "worker")
 
 _POSITIVE = click.FloatRange(min=0, min_open=True)
 _DEFAULT_URL = "redis://127.0.0.1:6379"
-
-
-def load_factory(spec: str) -> Callable[..., Any]:
-    """Import ``module:attribute`` (the current directory is importable, as for ``python -m``).
-
-    Raises:
-        click.ClickException: The spec is malformed, or the module or attribute is missing.
-    """
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        fail(f"FACTORY must be module:function, got {spec!r}")
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        fail(f"cannot import {module_name!r}: {exc}")
-    target: Any = module
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            fail(f"{module_name!r} has no attribute {attribute!r}")
-    if not callable(target):
-        fail(f"{spec} is not callable")
-    return target  # type: ignore[no-any-return]
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -184,17 +154,7 @@ def worker(
         err.print(f"[bold]{consumer}[/] of group [bold]{group}[/] consuming "
                   f"{', '.join(names)} at {url}", highlight=False)
 
-    async def main() -> Any:
-        with output.logging(err):
-            return await run_graph(
-                graph, shutdown_timeout=shutdown_timeout, view=view, metrics=output.metrics,
-                notice=None if output.quiet else (lambda m: err.print(f"[yellow]{m}[/]")),
-            )
-
-    try:
-        outcome = trio.run(main)
-    except KeyboardInterrupt:
-        fail("interrupted", 128 + 2)
+    outcome = run_command(output, graph, view=view, shutdown_timeout=shutdown_timeout)
     extra = [
         ("acknowledged", f"{source.acked:,}", "XACKed entries"),
         ("claimed", f"{source.claimed:,}", "idle entries taken from other consumers"),
@@ -289,17 +249,7 @@ def produce(
                             total=file.stat().st_size,
                             completed=lambda _report: source.position, unit="bytes")
 
-    async def main() -> Any:
-        with output.logging(err):
-            return await run_graph(
-                pipeline, view=view, metrics=output.metrics,
-                notice=None if output.quiet else (lambda m: err.print(f"[yellow]{m}[/]")),
-            )
-
-    try:
-        outcome = trio.run(main)
-    except KeyboardInterrupt:
-        fail("interrupted", 128 + 2)
+    outcome = run_command(output, pipeline, view=view)
     targets = sink.streams()
     shown = targets[0] if len(targets) == 1 else f"{targets[0]} .. {targets[-1]}"
     extra = [
