@@ -7,6 +7,8 @@ time run under Trio with ``MockClock(autojump_threshold=0)`` through the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import trio.testing
 
@@ -56,3 +58,17 @@ def postgres_dsn() -> str:
 def redis_url() -> str:
     require_service("Redis", "127.0.0.1", 6379)
     return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A unique Redis key prefix (streams are named under it); its keys are deleted after."""
+    import uuid
+
+    from redis_factory import redis_command
+
+    name = f"ti-test-{uuid.uuid4().hex[:10]}"
+    yield name
+    keys = redis_command(redis_url, "KEYS", f"{name}*")
+    if keys:
+        redis_command(redis_url, "DEL", *keys)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +20,8 @@ def invoke(*args: str) -> Result:
 
 
 @pytest.fixture
-def stream(redis_url: str) -> Iterator[str]:
-    name = f"ti-test-{uuid.uuid4().hex[:10]}"
-    yield name
-    keys = redis_command(redis_url, "KEYS", f"{name}*")
-    if keys:
-        redis_command(redis_url, "DEL", *keys)
+def stream(redis_prefix: str) -> str:
+    return redis_prefix
 
 
 def test_produce_loads_a_file_into_partitions_and_dead_letters_bad_lines(

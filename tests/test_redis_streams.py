@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import math
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,13 +42,8 @@ async def acmd(url: str, *args: Any) -> Any:
 
 
 @pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    """A unique key prefix; every key under it is deleted afterwards."""
-    name = f"ti-test-{uuid.uuid4().hex[:10]}"
-    yield name
-    keys = redis_command(redis_url, "KEYS", f"{name}*")
-    if keys:
-        redis_command(redis_url, "DEL", *keys)
+def prefix(redis_prefix: str) -> str:
+    return redis_prefix
 
 
 async def produce(url: str, stream: str, events: Sequence[ti.Event], **options: Any) -> None:

@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def stream(redis_url: str) -> Iterator[str]:
-    name = f"ti-test-{uuid.uuid4().hex[:10]}"
-    yield name
-    keys = redis_command(redis_url, "KEYS", f"{name}*")
-    if keys:
-        redis_command(redis_url, "DEL", *keys)
+def stream(redis_prefix: str) -> str:
+    return redis_prefix
 
 
 def produce(url: str, stream: str, payloads: list[dict[str, Any]], *,

@@ -6,9 +6,7 @@ Connectors that need an optional dependency load on first use, so
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from .._lazy import lazy_exports
 from ._base import Sink as Sink
 from ._memory import Memory as Memory
 from ._memory import Null as Null
@@ -24,14 +22,4 @@ _LAZY = {
 __all__ = ("JsonLines", "Memory", "Null", "Parquet", "Postgres", "RedisStreams", "SQLite", "Sink")
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
