@@ -154,3 +154,26 @@ async def test_disable_tracing(spans: InMemorySpanExporter) -> None:
     ti.observe.disable_tracing()
     await ti.Pipeline(ti.sources.from_iterable(range(5)), sink=ti.sinks.Memory()).run()
     assert spans.get_finished_spans() == ()
+
+
+class _PassThrough:
+    name = "custom"
+
+    async def run(self, inbox: ti.stages.Inbox, outbox: ti.stages.Outbox) -> None:
+        async for events in inbox:
+            await outbox.send(events)
+
+
+async def test_a_custom_stage_continues_the_trace(spans: InMemorySpanExporter) -> None:
+    await ti.Pipeline(
+        ti.sources.from_iterable(range(20), name="numbers"),
+        _PassThrough(),
+        sink=ti.sinks.Memory(name="store"),
+        max_batch=5,
+    ).run()
+    finished = spans.get_finished_spans()
+    by_id = index(finished)
+    sinks = [s for s in finished if s.name == "store"]
+    assert sinks
+    for sink in sinks:
+        assert path_to_root(sink, by_id)[-1] == "numbers"  # reaches back to the source

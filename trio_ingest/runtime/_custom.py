@@ -42,6 +42,7 @@ class RuntimeInbox:
         except anyio.EndOfStream:
             raise StopAsyncIteration from None
         events = batch.materialize()
+        self._worker.trace = batch.trace  # the outbox continues this batch's trace
         held = self._held
         for event, token in zip(events, batch.tokens, strict=True):
             queue = held.get(event.id)
@@ -96,7 +97,7 @@ class RuntimeOutbox:
         if not events:
             return
         self._runner.stats.events_out += len(events)
-        batch = Batch(events, [e.payload for e in events], tokens)
+        batch = Batch(events, [e.payload for e in events], tokens, self._worker.trace)
         await self._runner.emit(self._worker.outputs.get(None, []), batch)
 
     def drop(self, events: Sequence[Event]) -> None:

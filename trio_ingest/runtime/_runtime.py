@@ -172,7 +172,7 @@ def _note(exc: BaseException, role: str, name: str) -> None:
 class _Worker:
     """The edge ends one task holds: its input, its outputs by port, its dead-letter end."""
 
-    __slots__ = ("dead", "inbox", "outputs")
+    __slots__ = ("dead", "inbox", "outputs", "trace")
 
     def __init__(
         self,
@@ -183,6 +183,7 @@ class _Worker:
         self.inbox = inbox
         self.outputs = outputs
         self.dead = dead
+        self.trace: Any = None  # span of the batch a custom stage is handling (tracing)
 
     def close(self) -> None:
         if self.inbox is not None:
