@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,35 +159,34 @@ class IngestJob:
         return check([*self.valid, *self.rejects], self.rows(), dead_letter_ids(self.dead))
 
 
-def wait_for_log(job: IngestJob, process: subprocess.Popen[bytes], count: int,
-                 timeout: float = 120.0) -> bool:
-    """Wait until ``count`` ids are in the delivery log; False if the process ended first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        job.sample(process)
-        if job.log.exists() and job.log.stat().st_size > 0 and len(job.delivered_log()) >= count:
-            return True
-        time.sleep(0.01)
-    raise AssertionError(f"no progress to {count} deliveries within {timeout}s")
-
-
-def wait_for_rows(job: IngestJob, process: subprocess.Popen[bytes], count: int,
-                  timeout: float = 120.0) -> bool:
-    """Wait until the table holds ``count`` rows; False if the process ended first."""
+def _wait_for(job: IngestJob, process: subprocess.Popen[bytes], count: int, timeout: float,
+              what: str, progress: Callable[[], int]) -> bool:
+    """Wait until ``progress()`` reaches ``count``; False if the process ended first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return False
         job.sample(process)
         try:
-            if len(job.rows()) >= count:
+            if progress() >= count:
                 return True
-        except Exception:  # the database may not exist or be mid-creation yet
+        except Exception:  # the file or database may not exist or be mid-creation yet
             pass
-        time.sleep(0.02)
-    raise AssertionError(f"no progress to {count} rows within {timeout}s")
+        time.sleep(0.01)
+    raise AssertionError(f"no progress to {count} {what} within {timeout}s")
+
+
+def wait_for_log(job: IngestJob, process: subprocess.Popen[bytes], count: int,
+                 timeout: float = 120.0) -> bool:
+    """Wait until ``count`` ids are in the delivery log; False if the process ended first."""
+    return _wait_for(job, process, count, timeout, "deliveries",
+                     lambda: len(job.delivered_log()) if job.log.stat().st_size else 0)
+
+
+def wait_for_rows(job: IngestJob, process: subprocess.Popen[bytes], count: int,
+                  timeout: float = 120.0) -> bool:
+    """Wait until the table holds ``count`` rows; False if the process ended first."""
+    return _wait_for(job, process, count, timeout, "rows", lambda: len(job.rows()))
 
 
 def kill9(process: subprocess.Popen[bytes], job: IngestJob | None = None) -> None:
