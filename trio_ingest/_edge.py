@@ -208,7 +208,7 @@ class Edge:
         if self._waiting_senders:
             try:
                 blocked += self._waiting_senders * self._loop.clock() - self._wait_started
-            except Exception:  # noqa: BLE001 -- read outside the loop: only finished waits count
+            except RuntimeError:  # read outside the loop: only finished waits count
                 pass
         return EdgeStatistics(
             name=self.name,

@@ -148,6 +148,19 @@ class RetryPolicy:
         return isinstance(error, self.retry_on)
 
 
+def check_policy(retry: object) -> RetryPolicy | None:
+    """``retry`` if it is a RetryPolicy or None.
+
+    Raises:
+        ConfigError: Anything else, naming the field.
+    """
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        from ._errors import ConfigError
+
+        raise ConfigError(f"'retry' must be a RetryPolicy or None: {retry!r}")
+    return retry
+
+
 @attrs.frozen
 class CircuitBreaker:
     """Stop calling a failing sink for a while: open after ``failures`` in a row.

@@ -9,7 +9,7 @@ import anyio
 import attrs
 
 from .._errors import ConfigError, GraphError
-from .._retry import RetryPolicy
+from .._retry import RetryPolicy, check_policy
 from ..sinks._base import Sink
 from ..sources._base import Source
 from ..stages._custom import CustomStage, is_custom_stage
@@ -100,8 +100,7 @@ class Graph:
     ) -> None:
         if dead_letter is not None and not isinstance(dead_letter, Sink):
             raise ConfigError(f"'dead_letter' must be a Sink or None: {dead_letter!r}")
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise ConfigError(f"'retry' must be a RetryPolicy or None: {retry!r}")
+        check_policy(retry)
         self.capacity = _positive_int("capacity", capacity)
         self.max_batch = _positive_int("max_batch", max_batch)
         if not shutdown_timeout > 0:

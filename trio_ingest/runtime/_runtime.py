@@ -17,6 +17,7 @@ metrics are done here, once, for every source, stage and sink.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import errno
 import logging
@@ -262,7 +263,6 @@ class Runtime:
         if self.done is None:
             self.done = anyio.Event()
         self._drained = anyio.Event()
-        self.started_at = 0.0  # running: a second run() of the same graph is refused
         self.loop = current_loop()
         for edge in self.plan.edges():
             edge.bind(self.loop)
@@ -370,28 +370,13 @@ class Runtime:
             failure = StageError(stats.name, event_id, error)
             _note(failure, "stage", stats.name)
             raise failure from error
-        records = []
-        for i, (error, attempts) in zip(indices, errors, strict=True):
-            event = batch.event(i)
-            letter = DeadLetter.from_exception(event, stats.name, error, attempts)
-            records.append(
-                Event(id=event.id, payload=letter, key=event.key, event_time=event.event_time)
-            )
-            log.warning(
-                "%s: dead-lettering event %r after %d attempt(s): %s: %s",
-                stats.name,
-                event.id,
-                attempts,
-                type(error).__name__,
-                error,
-                extra={"node": stats.name, "event_id": event.id, "attempt": attempts,
-                       "error": str(error), "error_type": type(error).__name__},
-            )
-        stats.dead_lettered += len(records)
-        out = Batch(
-            records, [r.payload for r in records], [batch.tokens[i] for i in indices], batch.trace
+        letters = [
+            DeadLetter.from_exception(batch.event(i), stats.name, error, attempts)
+            for i, (error, attempts) in zip(indices, errors, strict=True)
+        ]
+        await self._send_letters(
+            worker.dead, stats, letters, [batch.tokens[i] for i in indices], batch.trace
         )
-        await worker.dead.edge.send(out)
 
     async def dead_letter_records(
         self, worker: _Worker, stats: NodeStats, letters: list[DeadLetter], token: AckToken
@@ -402,22 +387,36 @@ class Runtime:
         if worker.dead is None:
             letter = letters[0]
             raise DeadLetterError(stats.name, letter.event.id, letter.error)
+        await self._send_letters(worker.dead, stats, letters, [token] * len(letters), None)
+
+    async def _send_letters(
+        self,
+        dead: EdgeSender,
+        stats: NodeStats,
+        letters: list[DeadLetter],
+        tokens: list[AckToken],
+        trace: Any,
+    ) -> None:
+        """Log each letter, count them, and send them on with their acks to the dead-letter sink."""
         for letter in letters:
+            event = letter.event
+            kind = letter.error_type.rpartition(".")[2]  # the class name, as logged on retries
             log.warning(
-                "%s: rejected record %r: %s: %s",
+                "%s: dead-lettering event %r after %d attempt(s): %s: %s",
                 stats.name,
-                letter.event.id,
-                letter.error_type,
+                event.id,
+                letter.attempts,
+                kind,
                 letter.error,
-                extra={"node": stats.name, "event_id": letter.event.id, "attempt": 1,
-                       "error": letter.error, "error_type": letter.error_type},
+                extra={"node": stats.name, "event_id": event.id, "attempt": letter.attempts,
+                       "error": letter.error, "error_type": kind},
             )
         stats.dead_lettered += len(letters)
         events = [
             Event(id=lt.event.id, payload=lt, key=lt.event.key, event_time=lt.event.event_time)
             for lt in letters
         ]
-        await worker.dead.edge.send(Batch(events, list(letters), [token] * len(letters)))
+        await dead.edge.send(Batch(events, list(letters), tokens, trace))
 
     # -- reporting ----------------------------------------------------------------
     def report(self) -> RunReport:
@@ -454,7 +453,7 @@ class Runtime:
 def _in_async_context() -> bool:
     try:
         anyio.get_current_task()
-    except Exception:
+    except RuntimeError:  # anyio's NoEventLoopError: no loop runs in this thread
         return False
     return True
 
@@ -462,7 +461,7 @@ def _in_async_context() -> bool:
 def _now_or(fallback: float | None) -> float:
     try:
         return anyio.current_time()
-    except Exception:
+    except RuntimeError:  # a report read after the run, outside the loop
         return fallback or 0.0
 
 
@@ -493,7 +492,7 @@ def _primary_failure(group: BaseExceptionGroup[BaseException]) -> BaseException 
 # -- runners ------------------------------------------------------------------------
 
 
-class _Runner:
+class _Runner(abc.ABC):
     """Runs one task node: its head plus the operators fused after it."""
 
     role = "stage"
@@ -509,8 +508,9 @@ class _Runner:
             self.stats = rt.stats[task.head.name]
         self.steps = self._steps()
 
+    @abc.abstractmethod
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        raise NotImplementedError
+        """Open the node, report ready through ``task_status``, run to the end."""
 
     def _steps(self) -> list[Any]:
         """The ops, with runs of sync ``map`` stages composed into one pass."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from .._errors import ConfigError
 from .._event import Event
-from .._retry import CircuitBreaker, RetryPolicy
+from .._retry import CircuitBreaker, RetryPolicy, check_policy
 
 __all__ = ("Sink",)
 
@@ -67,8 +67,7 @@ class Sink:
         if name is not None:
             self.name = name
             self.name_given = True
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise ConfigError(f"'retry' must be a RetryPolicy or None: {retry!r}")
+        check_policy(retry)
         if not isinstance(workers, int) or workers < 1:
             raise ConfigError(f"'workers' must be >= 1: {workers!r}")
         if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):

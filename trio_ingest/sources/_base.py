@@ -68,7 +68,7 @@ class Source:
         Returns ``None`` when the source is exhausted. Reads may be cancelled
         (graceful stop): a cancelled read must not lose a committed position.
         """
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement read()")
 
     async def commit(self, offsets: Sequence[Any]) -> None:
         """Persist progress: ``offsets`` are of reads now finished, oldest first.

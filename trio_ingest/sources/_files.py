@@ -387,7 +387,8 @@ class _FileSource(Source):
         return "the file ends inside a record"
 
     def _parse(self, content: bytes, line_no: int, offset: int) -> Event:
-        raise NotImplementedError
+        """One record's bytes to an Event; raise ``_Reject`` with the reason otherwise."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _parse()")
 
     def _decode(self, content: bytes, line_no: int, offset: int) -> str:
         nul = content.find(b"\x00")

@@ -19,7 +19,7 @@ import attrs
 from .._edge import Batch
 from .._errors import ConfigError
 from .._event import Event, rebuild
-from .._retry import RetryPolicy
+from .._retry import RetryPolicy, check_policy
 
 __all__ = (
     "BatchStage",
@@ -49,27 +49,39 @@ def is_async_callable(fn: Callable[..., Any]) -> bool:
     )
 
 
-def apply_each(
-    fn: Callable[[Any], Any], items: Sequence[Any]
+def _resuming(
+    run: Callable[[Iterable[Any], list[Any]], None],
+    items: Sequence[Any],
+    errors: type[Exception],
 ) -> tuple[list[Any], list[tuple[int, Exception]]]:
-    """Call ``fn`` on every item; a failing call leaves ``FAILED`` and its error."""
+    """``run(items, out)`` appends one result per item; a failure leaves ``FAILED``.
+
+    ``out`` keeps what was appended before ``run`` raised, so ``len(out)`` is the
+    failing index: resume after it without calling anyone twice.
+    """
     out: list[Any] = []
     failures: list[tuple[int, Exception]] = []
     try:
-        out.extend(_builtin_map(fn, items))  # the fast path: no Python-level loop
-    except Exception as exc:
-        # list.extend keeps what the iterator yielded before it raised, so len(out)
-        # is the failing index: resume after it without calling anyone twice.
+        run(items, out)
+    except errors as exc:
         while True:
             failures.append((len(out), exc))
             out.append(FAILED)
             try:
-                out.extend(_builtin_map(fn, itertools.islice(items, len(out), None)))
-            except Exception as again:
+                run(itertools.islice(items, len(out), None), out)
+            except errors as again:
                 exc = again
             else:
                 break
     return out, failures
+
+
+def apply_each(
+    fn: Callable[[Any], Any], items: Sequence[Any]
+) -> tuple[list[Any], list[tuple[int, Exception]]]:
+    """Call ``fn`` on every item; a failing call leaves ``FAILED`` and its error."""
+    # list.extend(map(...)): no Python-level loop, and it keeps what came before a failure
+    return _resuming(lambda part, out: out.extend(_builtin_map(fn, part)), items, Exception)
 
 
 async def apply_each_async(
@@ -99,12 +111,6 @@ def _check_workers(workers: int) -> int:
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"'workers' must be >= 1: {workers!r}")
     return workers
-
-
-def _check_policy(retry: RetryPolicy | None) -> RetryPolicy | None:
-    if retry is not None and not isinstance(retry, RetryPolicy):
-        raise ConfigError(f"'retry' must be a RetryPolicy or None: {retry!r}")
-    return retry
 
 
 class Operator:
@@ -140,7 +146,7 @@ class Operator:
         self.name_given = name is not None
         self.workers = _check_workers(workers)
         self.ordered = bool(ordered)
-        self.retry = _check_policy(retry)
+        self.retry = check_policy(retry)
 
     def __repr__(self) -> str:
         return f"<{self.kind} {self.name!r} workers={self.workers}>"
@@ -162,7 +168,8 @@ class Operator:
         return await self.fn(item)
 
     def assemble(self, batch: Batch, results: list[Any], dead: set[int]) -> StepResult:
-        raise NotImplementedError
+        """Build the outgoing batch from the results (``dead``: indices given up on)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement assemble()")
 
 
 @attrs.define(slots=True)
@@ -546,22 +553,8 @@ class MapChain:
         namespace: dict[str, Any] = {f"f{i}": op.fn for i, op in enumerate(maps)}
         namespace["ChainFailure"] = ChainFailure
         exec("\n".join(source), namespace)
-        self._run: Callable[[Sequence[Any], list[Any]], None] = namespace["run"]
+        self._run: Callable[[Iterable[Any], list[Any]], None] = namespace["run"]
 
     def apply(self, items: Sequence[Any]) -> tuple[list[Any], list[tuple[int, Exception]]]:
         """Run the chain over ``items``; a failing event leaves ``FAILED`` and its ChainFailure."""
-        out: list[Any] = []
-        failures: list[tuple[int, Exception]] = []
-        try:
-            self._run(items, out)
-        except ChainFailure as failure:
-            while True:
-                failures.append((len(out), failure))
-                out.append(FAILED)
-                try:
-                    self._run(itertools.islice(items, len(out), None), out)  # type: ignore[arg-type]
-                except ChainFailure as again:
-                    failure = again
-                else:
-                    break
-        return out, failures
+        return _resuming(self._run, items, ChainFailure)
