@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 import trio_ingest as ti
-from trio_ingest.observe._stats import Histogram, NodeStats
+from trio_ingest.runtime._stats import Histogram, NodeStats
 
 from ._workload import STAGES, payloads
 

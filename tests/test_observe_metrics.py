@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import trio_ingest as ti
 from trio_ingest.observe._prometheus import cumulative_buckets
-from trio_ingest.observe._stats import Histogram
+from trio_ingest.runtime._stats import Histogram
 
 pytestmark = pytest.mark.anyio
 

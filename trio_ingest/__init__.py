@@ -30,12 +30,12 @@ from ._errors import StageError as StageError
 from ._errors import TransientError as TransientError
 from ._event import DeadLetter as DeadLetter
 from ._event import Event as Event
+from ._pipeline import Graph as Graph
+from ._pipeline import Pipeline as Pipeline
 from ._retry import CircuitBreaker as CircuitBreaker
 from ._retry import ConstantBackoff as ConstantBackoff
 from ._retry import ExponentialBackoff as ExponentialBackoff
 from ._retry import RetryPolicy as RetryPolicy
-from .graph import Graph as Graph
-from .graph import Pipeline as Pipeline
 from .observe import LatencyStatistics as LatencyStatistics
 from .observe import NodeStatistics as NodeStatistics
 from .runtime import PipelineHandle as PipelineHandle

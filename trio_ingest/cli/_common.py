@@ -37,7 +37,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn,
 from rich.table import Table
 from rich.text import Text
 
-from ..graph._graph import Graph
+from .._pipeline import Graph
 from ..runtime._report import RunReport
 
 __all__ = (

@@ -18,7 +18,7 @@ import attrs
 import click
 
 from .. import _retry, sinks, sources, stages, testing
-from ..graph._graph import Pipeline
+from .._pipeline import Pipeline
 from ._common import (
     EXIT_USAGE,
     Command,

@@ -17,7 +17,7 @@ import click
 
 from .. import sinks
 from .._errors import ConfigError
-from ..graph._graph import Pipeline
+from .._pipeline import Pipeline
 from ..sources._files import CSV, JsonLines
 from ._common import (
     Command,

@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from .._errors import ConfigError
-from ..graph._graph import Graph
+from .._pipeline import Graph
 from ._common import (
     EXIT_FAILED,
     Command,

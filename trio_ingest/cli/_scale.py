@@ -27,8 +27,8 @@ from pathlib import Path
 import click
 
 from .._errors import ConfigError
+from .._pipeline import Graph, Pipeline
 from .._retry import ExponentialBackoff, RetryPolicy
-from ..graph._graph import Graph, Pipeline
 from ..sinks._redis import RedisStreams as RedisStreamsSink
 from ..sources._redis import RedisStreams, partition_streams
 from ._common import (

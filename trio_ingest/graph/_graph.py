@@ -1,11 +1,14 @@
-"""Graph builders: ``Pipeline`` for a line, ``Graph`` for fan-out, fan-in and routing."""
+"""The graph model: nodes, edges between them, validation. Pure: nothing here runs.
+
+``trio_ingest.Graph`` and ``trio_ingest.Pipeline`` (in ``trio_ingest._pipeline``) add
+running to these models; the runtime reads the model and its plan.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
-import anyio
 import attrs
 
 from .._errors import ConfigError, GraphError
@@ -15,11 +18,7 @@ from ..sources._base import Source
 from ..stages._custom import CustomStage, is_custom_stage
 from ..stages._operators import BatchStage, Operator, Route
 
-if TYPE_CHECKING:
-    from ..runtime._report import RunReport
-    from ..runtime._runtime import PipelineHandle, Runtime
-
-__all__ = ("Graph", "Node", "NodeRef", "Pipeline")
+__all__ = ("GraphModel", "Node", "NodeRef", "PipelineModel")
 
 NodeRef: TypeAlias = "str | tuple[str, str]"
 StageLike: TypeAlias = "Operator | BatchStage | CustomStage"
@@ -60,7 +59,7 @@ def _positive_int(field: str, value: object) -> int:
     return value
 
 
-class Graph:
+class GraphModel:
     """A directed acyclic graph of sources, stages and sinks.
 
     A node with several consumers broadcasts every event to each of them; a
@@ -112,7 +111,6 @@ class Graph:
         self.shutdown_timeout = float(shutdown_timeout)
         self.commit_timeout = float(commit_timeout)
         self.nodes: dict[str, Node] = {}
-        self._runtime: Runtime | None = None
 
     # -- building -------------------------------------------------------------
     def _name_for(self, obj: Any, name: str | None, fallback: str) -> str:
@@ -296,87 +294,13 @@ class Graph:
         for its turn), plus a batch per source read. Payload sizes times this
         number bound the pipeline's memory.
         """
-        from ..runtime._plan import compile_plan
-
         self.validate()
+        from ._plan import compile_plan  # the plan module builds on this one
+
         return compile_plan(self, serving=False).memory_bound()
 
-    # -- running --------------------------------------------------------------
-    async def run(self) -> RunReport:
-        """Run until every source is exhausted and every event is finished.
 
-        Returns:
-            The final :class:`RunReport`.
-
-        Raises:
-            GraphError: The graph is malformed (before anything starts).
-            Exception: The first failure of a node, unwrapped, with a note naming
-                the node; ``ExceptionGroup`` when several nodes failed at once.
-        """
-        runtime = self._start(serving=False)
-        await runtime.run()
-        return runtime.report()
-
-    async def serve(
-        self, *, task_status: anyio.abc.TaskStatus[PipelineHandle] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Run inside the caller's task group until ``handle.stop()``; ``nursery.start`` it.
-
-        ``task_status.started`` hands back a :class:`PipelineHandle` once every
-        node is open: a producer entry (``send``/``send_batch``), ``stop``, and
-        live ``report``. Keeps running after the sources are exhausted, until
-        ``stop()``. Raises as :meth:`run` does.
-        """
-        runtime = self._start(serving=True)
-        await runtime.run(task_status=task_status)
-
-    def _start(self, *, serving: bool) -> Runtime:
-        from ..runtime._runtime import Runtime
-
-        if self._runtime is not None and not self._runtime.finished:
-            raise ConfigError("this graph is already running; build one graph per run")
-        self.validate()
-        self._runtime = Runtime(self, serving=serving)
-        return self._runtime
-
-    def report(self) -> RunReport | None:
-        """The live report of the run under way (or the last one); None before any run."""
-        return self._runtime.report() if self._runtime is not None else None
-
-    def request_stop(self) -> None:
-        """Begin a graceful stop of the run under way (from any task); returns at once.
-
-        Sources stop reading, what was read drains, sinks flush, offsets commit;
-        ``run()`` then returns its report. Does nothing when nothing runs.
-        """
-        if self._runtime is not None:
-            self._runtime.request_stop()
-
-    def abort(self) -> None:
-        """Cancel the run under way now; what is in flight stays uncommitted."""
-        if self._runtime is not None:
-            self._runtime.abort()
-
-    async def stop(self, timeout: float | None = None) -> RunReport | None:
-        """Stop the run under way gracefully, cutting it short after ``timeout`` seconds.
-
-        The same as ``PipelineHandle.stop`` for a graph started with ``run()``.
-        ``timeout`` defaults to ``shutdown_timeout``. Returns the final report, or
-        None when nothing was running.
-        """
-        runtime = self._runtime
-        if runtime is None or runtime.done is None:
-            return None
-        runtime.request_stop()
-        with anyio.move_on_after(self.shutdown_timeout if timeout is None else timeout):
-            await runtime.done.wait()
-        if not runtime.done.is_set():
-            runtime.abort()
-            await runtime.done.wait()
-        return runtime.report()
-
-
-class Pipeline(Graph):
+class PipelineModel(GraphModel):
     """A linear graph: one source, stages in order, one sink.
 
     Args:

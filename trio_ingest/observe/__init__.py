@@ -7,6 +7,8 @@ work per event. prometheus_client (``metrics`` extra) and OpenTelemetry
 """
 
 from .._edge import EdgeStatistics as EdgeStatistics
+from ..runtime._stats import LatencyStatistics as LatencyStatistics
+from ..runtime._stats import NodeStatistics as NodeStatistics
 from ._logging import JsonFormatter as JsonFormatter
 from ._logging import RateLimitFilter as RateLimitFilter
 from ._logging import TextFormatter as TextFormatter
@@ -15,8 +17,6 @@ from ._prometheus import PrometheusCollector as PrometheusCollector
 from ._server import MetricsEndpoint as MetricsEndpoint
 from ._server import serve_metrics as serve_metrics
 from ._snapshot import snapshot as snapshot
-from ._stats import LatencyStatistics as LatencyStatistics
-from ._stats import NodeStatistics as NodeStatistics
 from ._tracing import disable_tracing as disable_tracing
 from ._tracing import enable_tracing as enable_tracing
 

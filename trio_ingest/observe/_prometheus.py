@@ -1,7 +1,7 @@
 """Prometheus exposition: a collector that reads the live report at scrape time.
 
 Nothing is recorded for Prometheus on the hot path: the runtime keeps its
-per-batch counters (``observe._stats``) and this collector turns them into
+per-batch counters (``runtime._stats``) and this collector turns them into
 metric families when scraped. Needs the ``metrics`` extra (prometheus_client).
 """
 
@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
+from ..runtime._stats import BUCKETS, Histogram
 from ._snapshot import PipelineView
-from ._stats import BUCKETS, Histogram
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from ..graph._graph import Graph
+    from .._pipeline import Graph
     from ..runtime._runtime import PipelineHandle
 
 __all__ = ("PrometheusCollector", "exposition", "prometheus_available")

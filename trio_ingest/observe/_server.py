@@ -22,7 +22,7 @@ from ._prometheus import MISSING_MESSAGE, exposition
 from ._snapshot import PipelineView, snapshot
 
 if TYPE_CHECKING:
-    from ..graph._graph import Graph
+    from .._pipeline import Graph
     from ..runtime._runtime import PipelineHandle
 
 __all__ = ("MetricsEndpoint", "serve_metrics")

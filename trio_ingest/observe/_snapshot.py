@@ -11,10 +11,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
-from ._stats import Histogram
+from ..runtime._stats import Histogram
 
 if TYPE_CHECKING:
-    from ..graph._graph import Graph
+    from .._pipeline import Graph
+    from ..graph._graph import GraphModel
     from ..runtime._report import RunReport
     from ..runtime._runtime import PipelineHandle, Runtime
 
@@ -32,11 +33,11 @@ class PipelineView:
     """
 
     def __init__(self, pipeline: Graph | PipelineHandle) -> None:
-        from ..graph._graph import Graph
+        from .._pipeline import Graph
         from ..runtime._runtime import PipelineHandle
 
         if isinstance(pipeline, PipelineHandle):
-            self._graph: Graph = pipeline._rt.graph
+            self._graph: GraphModel = pipeline._rt.graph
             self._handle_runtime: Runtime | None = pipeline._rt
         elif isinstance(pipeline, Graph):
             self._graph = pipeline
@@ -47,7 +48,7 @@ class PipelineView:
             )
 
     @property
-    def graph(self) -> Graph:
+    def graph(self) -> GraphModel:
         return self._graph
 
     @property
@@ -56,7 +57,8 @@ class PipelineView:
         if self._handle_runtime is not None:
             return self._handle_runtime
         # the graph keeps its current runtime privately; observers are its only other readers
-        return self._graph._runtime
+        runtime: Runtime | None = getattr(self._graph, "_runtime", None)
+        return runtime
 
     @property
     def state(self) -> str:

@@ -19,11 +19,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..runtime._hooks import active_tracer, install_tracer
+
 __all__ = ("BatchTracer", "active_tracer", "disable_tracing", "enable_tracing")
 
 INSTRUMENTATION = "trio_ingest"
-
-_active: BatchTracer | None = None
 
 
 class BatchTracer:
@@ -94,7 +94,6 @@ def enable_tracing(tracer_provider: Any = None) -> bool:
     Raises:
         ModuleNotFoundError: opentelemetry-api is not installed.
     """
-    global _active
     try:
         from opentelemetry import trace
     except ModuleNotFoundError as exc:
@@ -103,20 +102,14 @@ def enable_tracing(tracer_provider: Any = None) -> bool:
         ) from exc
     provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
-        _active = None
+        install_tracer(None)
         return False
     from .. import __version__
 
-    _active = BatchTracer(provider.get_tracer(INSTRUMENTATION, __version__))
+    install_tracer(BatchTracer(provider.get_tracer(INSTRUMENTATION, __version__)))
     return True
 
 
 def disable_tracing() -> None:
     """Record no spans in the runs that start from now on."""
-    global _active
-    _active = None
-
-
-def active_tracer() -> BatchTracer | None:
-    """The tracer a run starting now uses (None: tracing is off)."""
-    return _active
+    install_tracer(None)

@@ -7,7 +7,7 @@ from typing import Any
 import attrs
 
 from .._edge import EdgeStatistics
-from ..observe._stats import LatencyStatistics, NodeStatistics
+from ._stats import LatencyStatistics, NodeStatistics
 
 __all__ = ("RunReport",)
 

@@ -44,11 +44,10 @@ from .._errors import (
 )
 from .._event import DeadLetter, Event
 from .._loop import ANYIO, LoopFunctions, current_loop
+from .._ratelimit import RUNTIME_RATE_LIMIT
 from .._retry import BreakerState, RetryPolicy
-from ..graph._graph import Graph
-from ..observe._logging import RUNTIME_RATE_LIMIT
-from ..observe._stats import Histogram, NodeStats
-from ..observe._tracing import active_tracer
+from ..graph._graph import GraphModel as Graph
+from ..graph._plan import Plan, TaskNode, compile_plan
 from ..sinks._base import Sink
 from ..sources._base import Read, Source
 from ..stages._operators import (
@@ -63,8 +62,9 @@ from ..stages._operators import (
     apply_each,
     apply_each_async,
 )
-from ._plan import Plan, TaskNode, compile_plan
+from ._hooks import active_tracer
 from ._report import RunReport
+from ._stats import Histogram, NodeStats
 
 __all__ = ("PipelineHandle", "Runtime")
 

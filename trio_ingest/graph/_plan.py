@@ -11,8 +11,9 @@ from __future__ import annotations
 import attrs
 
 from .._edge import Edge
-from ..graph._graph import Graph, Node
 from ..stages._operators import KeyBy, Operator, Route
+from ._graph import GraphModel as Graph
+from ._graph import Node
 
 __all__ = ("Plan", "TaskNode", "compile_plan")
 
