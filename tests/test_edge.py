@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +21,11 @@ def make_batch(n: int, start: int = 0) -> Batch:
 
 
 pytestmark = pytest.mark.anyio
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await anyio.lowlevel.checkpoint()
 
 
 async def test_receive_drains_what_is_ready_up_to_max_batch() -> None:
@@ -44,19 +52,19 @@ async def test_send_blocks_when_full_and_counts_blocked_time() -> None:
     done = anyio.Event()
 
     async def producer() -> None:
-        await edge.send(make_batch(5, 100))  # 1 fits now, 4 after the receive
+        await edge.send(make_batch(3, 100))  # no room for all 3: nothing goes in yet
         done.set()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(producer)
+        await wait_until(lambda: edge.statistics().waiting_senders == 1)
         await anyio.sleep(0.05)
-        assert edge.depth == 4 and not done.is_set()
-        assert edge.statistics().waiting_senders == 1
+        assert edge.depth == 3 and not done.is_set()
         first = await edge.receive(4)
-        assert first.payloads == [0, 1, 2, 100]
+        assert first.payloads == [0, 1, 2]
         await done.wait()
     stats = edge.statistics()
-    assert stats.peak_depth == 4 and stats.depth == 4
+    assert stats.peak_depth == 3 and stats.depth == 3
     assert stats.blocked_seconds >= 0.04
 
 
@@ -121,3 +129,62 @@ def test_depth_never_exceeds_capacity_and_nothing_is_lost(
         assert edge.statistics().events_through == sum(bursts)
 
     anyio.run(main, backend=backend)
+
+
+async def test_blocked_senders_are_served_in_arrival_order() -> None:
+    edge = Edge("e", 2)
+    _tx, rx = edge.sender(), edge.receiver()
+    edge.send_nowait(make_batch(2))
+    order: list[int] = []
+
+    async def producer(k: int) -> None:
+        await edge.send(make_batch(1, 100 + k))
+        order.append(k)
+
+    async with anyio.create_task_group() as tg:
+        for k in range(6):
+            tg.start_soon(producer, k)
+            await wait_until(lambda k=k: edge.statistics().waiting_senders == k + 1)
+        got: list[int] = []
+        while len(got) < 8:
+            got += (await rx.receive(1)).payloads
+    assert order == list(range(6))
+    assert got[2:] == [100 + k for k in range(6)]
+
+
+async def test_a_cancelled_send_has_no_effect() -> None:
+    edge = Edge("e", 4)
+    _tx, rx = edge.sender(), edge.receiver()
+    edge.send_nowait(make_batch(3))
+    with anyio.move_on_after(0.01):
+        await edge.send(make_batch(2, 10))
+    assert edge.depth == 3 and edge.statistics().waiting_senders == 0
+    # the room it waited for goes to the next sender, not to a ghost
+    await rx.receive(3)
+    await edge.send(make_batch(4, 20))
+    assert (await rx.receive(10)).payloads == [20, 21, 22, 23]
+
+
+async def test_a_batch_larger_than_capacity_reports_exactly_what_went_in() -> None:
+    from trio_ingest._edge import SendProgress
+
+    edge = Edge("e", 4)
+    _tx, rx = edge.sender(), edge.receiver()
+    progress = SendProgress()
+    with anyio.move_on_after(0.05):
+        await edge.send(make_batch(10), progress)
+    assert progress.sent == 4 and edge.depth == 4
+    assert (await rx.receive(10)).payloads == [0, 1, 2, 3]
+
+
+async def test_closed_endpoints_refuse_to_operate() -> None:
+    edge = Edge("e", 4)
+    tx, rx = edge.sender(), edge.receiver()
+    tx.close()
+    with pytest.raises(anyio.ClosedResourceError):
+        await tx.send(make_batch(1))
+    with pytest.raises(anyio.ClosedResourceError):
+        tx.send_nowait(make_batch(1))
+    rx.close()
+    with pytest.raises(anyio.ClosedResourceError):
+        await rx.receive(1)

@@ -36,15 +36,17 @@ class AckToken:
 class AckTracker:
     """The reads of one source in order, and the prefix of them that is finished."""
 
-    __slots__ = ("_changed", "_committable", "_open", "committed", "name", "outstanding_events")
+    __slots__ = ("_changed", "_committable", "_open", "committed", "keeps_offsets", "name")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, keeps_offsets: bool = True) -> None:
         self.name = name
+        # an intake with nothing to commit (the embedding handle) keeps no offsets:
+        # the finished prefix is forgotten as it forms, so memory stays flat
+        self.keeps_offsets = keeps_offsets
         self._open: deque[AckToken] = deque()
         self._committable: list[Any] = []
         self._changed: anyio.Event | None = None
         self.committed: Any = None  # the last offset handed to the source's commit()
-        self.outstanding_events = 0
 
     def issue(self, offset: Any, count: int) -> AckToken:
         """Register a read of ``count`` events ending at ``offset``."""
@@ -59,6 +61,11 @@ class AckTracker:
         """Reads not yet committable (some event of theirs, or of an earlier read, is open)."""
         return len(self._open)
 
+    @property
+    def pending_events(self) -> int:
+        """Events (and copies) of this intake not yet finished."""
+        return sum(token.pending for token in self._open)
+
     def lowest_open_offset(self) -> Any:
         """Offset of the oldest read still open, or ``None`` when all are finished."""
         return self._open[0].offset if self._open else None
@@ -67,9 +74,13 @@ class AckTracker:
         opened = self._open
         moved = False
         while opened and opened[0].pending <= 0:
-            self._committable.append(opened.popleft().offset)
+            offset = opened.popleft().offset
+            if self.keeps_offsets:
+                self._committable.append(offset)
+            else:
+                self.committed = offset
             moved = True
-        if moved and self._changed is not None:
+        if moved and self.keeps_offsets and self._changed is not None:
             self._changed.set()
             self._changed = None
 

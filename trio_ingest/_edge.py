@@ -1,109 +1,57 @@
 """Edges: bounded channels that carry batches and count their capacity in events.
 
-A send blocks while the edge holds ``capacity`` events, so a slow consumer slows
-its producers instead of filling memory. A receive waits for the first batch and
-then drains whatever else is ready, up to ``max_batch`` events, into one batch:
-batches grow by themselves under load and stay small (low latency) when idle.
+A send blocks while the edge has no room for the batch, so a slow consumer slows
+its producers instead of filling memory. Blocked senders are served in arrival
+order (FIFO, as Trio's and AnyIO's memory channels do). A receive waits for the
+first batch and then drains whatever else is ready, up to ``max_batch`` events,
+into one batch: batches grow by themselves under load and stay small (low
+latency) when idle.
+
+Trio's rule holds for every send: a cancelled send has no effect. A batch no
+larger than the capacity goes in whole or not at all; a larger one goes in
+chunks of at most ``capacity`` events, and :class:`SendProgress` says exactly how
+many went in before a cancellation. :func:`send_all` puts one batch into several
+edges (broadcast) with the same rule: room is reserved on every edge first, then
+the batch goes into all of them at once.
 """
 
 from __future__ import annotations
 
-import operator
 from collections import deque
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Sequence
 
 import anyio
 import attrs
 
-from ._acks import AckToken
-from ._event import Event, rebuild
+from ._batch import Batch
 from ._loop import ANYIO, LoopFunctions
 
-_payload_of = operator.attrgetter("payload")
+__all__ = (
+    "Edge",
+    "EdgeBrokenError",
+    "EdgeReceiver",
+    "EdgeSender",
+    "EdgeStatistics",
+    "SendProgress",
+    "put_all",
+    "reserve_all",
+    "send_all",
+)
 
 
 class EdgeBrokenError(anyio.BrokenResourceError):
     """A send found no receiver left: a consequence of a downstream node's failure."""
 
 
-__all__ = ("Batch", "Edge", "EdgeBrokenError", "EdgeReceiver", "EdgeSender", "EdgeStatistics")
+@attrs.define
+class SendProgress:
+    """How much of a batch a send has put in, readable after a cancellation.
 
-
-class Batch:
-    """Events moving together, held as parallel lists.
-
-    ``events`` carry the metadata (id, key, event time, headers) as they were
-    when the event last got new metadata; ``payloads`` hold the current
-    payloads; ``tokens`` the acknowledgement token of each event's source read.
-    ``map`` only builds a new ``payloads`` list: no per-event objects on the hot
-    path. Lists are never mutated in place, so broadcast branches share them.
-    ``trace`` is the OpenTelemetry span of the node that last handled the batch
-    (None unless tracing is on); batches cut from this one keep it.
+    Attributes:
+        sent: Events of the batch taken by the edge(s) so far, from its start.
     """
 
-    __slots__ = ("events", "payloads", "tokens", "trace")
-
-    def __init__(
-        self, events: list[Event], payloads: list[Any], tokens: list[AckToken], trace: Any = None
-    ) -> None:
-        self.events = events
-        self.payloads = payloads
-        self.tokens = tokens
-        self.trace = trace
-
-    @classmethod
-    def of(cls, events: list[Event], token: AckToken) -> Batch:
-        """A batch of ``events`` that all come from the read ``token``."""
-        return cls(events, list(map(_payload_of, events)), [token] * len(events))
-
-    def __len__(self) -> int:
-        return len(self.payloads)
-
-    def __repr__(self) -> str:
-        return f"<Batch of {len(self.payloads)}>"
-
-    def split(self, n: int) -> tuple[Batch, Batch]:
-        """Return the first ``n`` events and the rest, as two batches."""
-        e, p, t, s = self.events, self.payloads, self.tokens, self.trace
-        return Batch(e[:n], p[:n], t[:n], s), Batch(e[n:], p[n:], t[n:], s)
-
-    @classmethod
-    def concat(cls, batches: Iterable[Batch]) -> Batch:
-        """One batch of all of ``batches``' events; it continues the first one's trace."""
-        events: list[Event] = []
-        payloads: list[Any] = []
-        tokens: list[AckToken] = []
-        trace = None
-        for b in batches:
-            events += b.events
-            payloads += b.payloads
-            tokens += b.tokens
-            if trace is None:
-                trace = b.trace
-        return cls(events, payloads, tokens, trace)
-
-    def select(self, keep: list[int]) -> Batch:
-        """The events at the indices ``keep``, in that order."""
-        e, p, t = self.events, self.payloads, self.tokens
-        return Batch([e[i] for i in keep], [p[i] for i in keep], [t[i] for i in keep], self.trace)
-
-    def traced(self, span: Any) -> Batch:
-        """The same events as a new batch whose trace is ``span`` (this one may be shared)."""
-        return Batch(self.events, self.payloads, self.tokens, span)
-
-    def event(self, i: int) -> Event:
-        """The ``i``-th event with its current payload."""
-        e = self.events[i]
-        p = self.payloads[i]
-        return e if e.payload is p else rebuild(e, p, e.key)
-
-    def materialize(self) -> list[Event]:
-        """The events with their current payloads (new objects only where a payload changed)."""
-        return [
-            e if e.payload is p else rebuild(e, p, e.key)
-            for e, p in zip(self.events, self.payloads, strict=True)
-        ]
+    sent: int = 0
 
 
 @attrs.frozen
@@ -116,8 +64,10 @@ class EdgeStatistics:
         depth: Events in the edge now.
         peak_depth: Most events it ever held.
         events_through: Events received from it so far.
-        blocked_seconds: Total time senders spent waiting for space (backpressure).
+        blocked_seconds: Total time senders spent waiting for room, summed over
+            senders (two senders blocked for one second count two).
         waiting_senders: Senders blocked right now.
+        full_seconds: Time during which at least one sender was blocked.
     """
 
     name: str
@@ -127,6 +77,18 @@ class EdgeStatistics:
     events_through: int
     blocked_seconds: float
     waiting_senders: int
+    full_seconds: float = 0.0
+
+
+class _Waiter:
+    """One blocked sender: the room it needs, and the event set when it is granted."""
+
+    __slots__ = ("event", "granted", "need")
+
+    def __init__(self, need: int) -> None:
+        self.need = need
+        self.granted = False
+        self.event = anyio.Event()
 
 
 class Edge:
@@ -138,22 +100,24 @@ class Edge:
     """
 
     def __init__(self, name: str, capacity: int) -> None:
-        if capacity < 1:
+        if not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"'capacity' must be >= 1: {capacity!r}")
         self.name = name
         self.capacity = capacity
         self._loop: LoopFunctions = ANYIO
         self._queue: deque[Batch] = deque()
         self._depth = 0
+        self._reserved = 0  # room granted to senders that have not put their batch yet
         self._peak = 0
         self._through = 0
         self._blocked = 0.0
-        self._waiting_senders = 0
+        self._full = 0.0
+        self._full_since = 0.0
         self._wait_started = 0.0  # sum of the start times of the waits under way
+        self._waiters: deque[_Waiter] = deque()
         self._senders = 0
         self._receivers = 0
         self._data: anyio.Event | None = None  # set when data arrives or the last sender closes
-        self._space: anyio.Event | None = None  # set when space frees or the last receiver closes
 
     def __repr__(self) -> str:
         return f"<Edge {self.name} {self._depth}/{self.capacity}>"
@@ -181,17 +145,14 @@ class Edge:
     def _close_receiver(self) -> None:
         self._receivers -= 1
         if self._receivers == 0:
-            self._wake_senders()
+            for waiter in self._waiters:  # nobody will make room: let them find it broken
+                waiter.event.set()
+            self._waiters.clear()
 
     def _wake_receivers(self) -> None:
         if self._data is not None:
             self._data.set()
             self._data = None
-
-    def _wake_senders(self) -> None:
-        if self._space is not None:
-            self._space.set()
-            self._space = None
 
     # -- state ----------------------------------------------------------------
     @property
@@ -203,13 +164,23 @@ class Edge:
         """True when no sender is left (buffered batches may remain)."""
         return self._senders == 0
 
+    @property
+    def room(self) -> int:
+        """Events that can go in now without waiting."""
+        return self.capacity - self._depth - self._reserved
+
     def statistics(self) -> EdgeStatistics:
         blocked = self._blocked
-        if self._waiting_senders:
+        full = self._full
+        waiting = len(self._waiters)
+        if waiting:
             try:
-                blocked += self._waiting_senders * self._loop.clock() - self._wait_started
+                now = self._loop.clock()
             except RuntimeError:  # read outside the loop: only finished waits count
                 pass
+            else:
+                blocked += waiting * now - self._wait_started
+                full += now - self._full_since
         return EdgeStatistics(
             name=self.name,
             capacity=self.capacity,
@@ -217,10 +188,15 @@ class Edge:
             peak_depth=self._peak,
             events_through=self._through,
             blocked_seconds=blocked,
-            waiting_senders=self._waiting_senders,
+            waiting_senders=waiting,
+            full_seconds=full,
         )
 
     # -- sending --------------------------------------------------------------
+    def _check_receivers(self) -> None:
+        if self._receivers == 0:
+            raise EdgeBrokenError(f"edge {self.name} has no receiver left")
+
     def _put(self, batch: Batch) -> None:
         self._queue.append(batch)
         self._depth += len(batch)
@@ -229,60 +205,100 @@ class Edge:
         if self._data is not None:
             self._wake_receivers()
 
+    def try_reserve(self, n: int) -> bool:
+        """Reserve room for ``n`` events now if no one waits ahead and it is free."""
+        self._check_receivers()
+        if not self._waiters and self.room >= n:
+            self._reserved += n
+            return True
+        return False
+
+    async def reserve(self, n: int) -> None:
+        """Wait (FIFO) until room for ``n`` events (at most ``capacity``) is reserved.
+
+        A cancelled wait reserves nothing.
+
+        Raises:
+            EdgeBrokenError: No receiver is left.
+        """
+        if self.try_reserve(n):
+            return
+        waiter = _Waiter(n)
+        loop = self._loop
+        start = loop.clock()
+        if not self._waiters:
+            self._full_since = start
+        self._waiters.append(waiter)
+        self._wait_started += start
+        try:
+            await waiter.event.wait()
+        except BaseException:
+            if waiter.granted:  # granted, then cancelled before it could use the room
+                self.release(n)
+            else:
+                self._remove_waiter(waiter)
+            raise
+        finally:
+            now = loop.clock()
+            self._wait_started -= start
+            self._blocked += now - start
+            if not self._waiters:
+                self._full += now - self._full_since
+        if not waiter.granted:
+            self._check_receivers()
+            raise AssertionError("edge waiter woken without room (trio_ingest bug)")
+
+    def _remove_waiter(self, waiter: _Waiter) -> None:
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            return
+        self._grant()  # a smaller waiter behind it may fit now
+
+    def release(self, n: int) -> None:
+        """Give back room reserved with :meth:`reserve` that will not be used."""
+        self._reserved -= n
+        self._grant()
+
+    def put_reserved(self, batch: Batch, n: int) -> None:
+        """Put ``batch`` into room reserved for ``n`` events (``len(batch) <= n``)."""
+        self._reserved -= n
+        if batch.payloads:
+            self._put(batch)
+        if n > len(batch):
+            self._grant()
+
+    def _grant(self) -> None:
+        waiters = self._waiters
+        while waiters and self.room >= waiters[0].need:
+            waiter = waiters.popleft()
+            self._reserved += waiter.need
+            waiter.granted = True
+            waiter.event.set()
+
     def send_nowait(self, batch: Batch) -> None:
         """Put the whole batch in the edge now.
 
         Raises:
-            anyio.WouldBlock: The edge has not room for every event of it.
-            anyio.BrokenResourceError: No receiver is left.
+            anyio.WouldBlock: The edge has no room for all of it (or others wait first).
+            EdgeBrokenError: No receiver is left.
         """
-        if self._receivers == 0:
-            raise EdgeBrokenError(f"edge {self.name} has no receiver left")
-        if self._depth + len(batch) > self.capacity:
+        n = len(batch)
+        if not self.try_reserve(n):
             raise anyio.WouldBlock
-        if batch.payloads:
-            self._put(batch)
+        self.put_reserved(batch, n)
 
-    async def send(self, batch: Batch) -> None:
-        """Put the batch in the edge, waiting for room; a checkpoint.
+    async def send(self, batch: Batch, progress: SendProgress | None = None) -> None:
+        """Put the batch in the edge, waiting (FIFO) for room; a checkpoint.
 
-        A batch larger than the free room goes in parts, so the edge never holds
-        more than ``capacity`` events. If cancelled while waiting, the parts
-        already sent stay sent and the rest is not.
+        A batch no larger than the capacity goes in whole; a larger one in chunks
+        of ``capacity`` events. A cancelled send puts nothing more in: ``progress``
+        then says how many events went in.
 
         Raises:
-            anyio.BrokenResourceError: No receiver is left.
+            EdgeBrokenError: No receiver is left.
         """
-        loop = self._loop
-        await loop.checkpoint_if_cancelled()
-        waited = False
-        n = len(batch)
-        while n:
-            if self._receivers == 0:
-                raise EdgeBrokenError(f"edge {self.name} has no receiver left")
-            free = self.capacity - self._depth
-            if free >= n:
-                self._put(batch)
-                break
-            if free > 0:
-                head, batch = batch.split(free)
-                self._put(head)
-                n = len(batch)
-            if self._space is None:
-                self._space = anyio.Event()
-            space = self._space
-            start = loop.clock()
-            self._waiting_senders += 1
-            self._wait_started += start
-            try:
-                await space.wait()
-            finally:
-                self._waiting_senders -= 1
-                self._wait_started -= start
-                self._blocked += loop.clock() - start
-            waited = True
-        if not waited:
-            await loop.cancel_shielded_checkpoint()
+        await send_all([self], batch, progress)
 
     # -- receiving ------------------------------------------------------------
     def _take(self, max_batch: int) -> Batch:
@@ -308,8 +324,8 @@ class Edge:
             first = Batch.concat(parts)
         self._depth -= n
         self._through += n
-        if self._space is not None:
-            self._wake_senders()
+        if self._waiters:
+            self._grant()
         return first
 
     def receive_nowait(self, max_batch: int) -> Batch:
@@ -343,6 +359,73 @@ class Edge:
         return self._take(max_batch)
 
 
+async def send_all(
+    edges: Sequence[Edge], batch: Batch, progress: SendProgress | None = None
+) -> None:
+    """Put ``batch`` into every edge of ``edges`` (a broadcast), waiting FIFO for room.
+
+    Room is reserved on every edge before the batch goes into any, so a
+    cancellation has no effect on the chunk under way; chunks already put stay
+    put, and ``progress.sent`` counts their events. A checkpoint.
+
+    Raises:
+        EdgeBrokenError: An edge has no receiver left.
+    """
+    n = len(batch)
+    if not edges or n == 0:
+        await ANYIO.checkpoint()
+        return
+    loop = edges[0]._loop
+    await loop.checkpoint_if_cancelled()
+    waited = False
+    done = 0
+    step = min(e.capacity for e in edges)
+    while done < n:
+        size = min(n - done, step)
+        waited = await reserve_all(edges, size) or waited
+        chunk = batch if size == n else _slice(batch, done, done + size)
+        put_all(edges, chunk, size)
+        done += size
+        if progress is not None:
+            progress.sent = done
+    if not waited:
+        await loop.cancel_shielded_checkpoint()
+
+
+async def reserve_all(edges: Sequence[Edge], n: int) -> bool:
+    """Reserve room for ``n`` events on every edge (FIFO); all or, if cancelled, none.
+
+    Returns whether it had to wait (a wait is a checkpoint; otherwise none was made).
+
+    Raises:
+        EdgeBrokenError: An edge has no receiver left.
+    """
+    waited = False
+    reserved: list[Edge] = []
+    try:
+        for edge in edges:
+            if not edge.try_reserve(n):
+                waited = True
+                await edge.reserve(n)
+            reserved.append(edge)
+    except BaseException:
+        for edge in reserved:
+            edge.release(n)
+        raise
+    return waited
+
+
+def put_all(edges: Sequence[Edge], batch: Batch, n: int) -> None:
+    """Put ``batch`` into the room for ``n`` events :func:`reserve_all` reserved on ``edges``."""
+    for edge in edges:
+        edge.put_reserved(batch, n)
+
+
+def _slice(batch: Batch, start: int, stop: int) -> Batch:
+    e, p, t = batch.events, batch.payloads, batch.tokens
+    return Batch(e[start:stop], p[start:stop], t[start:stop], batch.trace)
+
+
 class EdgeSender:
     """One task's right to send on an edge; close it (``with sender:``) when done."""
 
@@ -352,11 +435,40 @@ class EdgeSender:
         self.edge = edge
         self._closed = False
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError(f"this send end of edge {self.edge.name} is closed")
+
+    async def send(self, batch: Batch, progress: SendProgress | None = None) -> None:
+        """Send ``batch`` (see :meth:`Edge.send`).
+
+        Raises:
+            anyio.ClosedResourceError: This endpoint was closed.
+            EdgeBrokenError: No receiver is left.
+        """
+        self._check_open()
+        await send_all([self.edge], batch, progress)
+
+    def send_nowait(self, batch: Batch) -> None:
+        """Send ``batch`` now or not at all (see :meth:`Edge.send_nowait`).
+
+        Raises:
+            anyio.ClosedResourceError: This endpoint was closed.
+            anyio.WouldBlock: No room for all of it now.
+            EdgeBrokenError: No receiver is left.
+        """
+        self._check_open()
+        self.edge.send_nowait(batch)
+
     def close(self) -> None:
         """Give up this endpoint; idempotent."""
         if not self._closed:
             self._closed = True
             self.edge._close_sender()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __enter__(self) -> EdgeSender:
         return self
@@ -373,6 +485,33 @@ class EdgeReceiver:
     def __init__(self, edge: Edge) -> None:
         self.edge = edge
         self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError(
+                f"this receive end of edge {self.edge.name} is closed"
+            )
+
+    async def receive(self, max_batch: int) -> Batch:
+        """Receive up to ``max_batch`` events (see :meth:`Edge.receive`).
+
+        Raises:
+            anyio.ClosedResourceError: This endpoint was closed.
+            anyio.EndOfStream: Every sender has closed and the edge is empty.
+        """
+        self._check_open()
+        return await self.edge.receive(max_batch)
+
+    def receive_nowait(self, max_batch: int) -> Batch:
+        """Take up to ``max_batch`` ready events (see :meth:`Edge.receive_nowait`).
+
+        Raises:
+            anyio.ClosedResourceError: This endpoint was closed.
+            anyio.WouldBlock: Nothing is ready.
+            anyio.EndOfStream: Nothing is ready and every sender has closed.
+        """
+        self._check_open()
+        return self.edge.receive_nowait(max_batch)
 
     def close(self) -> None:
         """Give up this endpoint; idempotent."""

@@ -11,8 +11,9 @@ import anyio.abc
 
 from ._errors import ConfigError
 from .graph._graph import GraphModel, PipelineModel
+from .runtime._handle import PipelineHandle
 from .runtime._report import RunReport
-from .runtime._runtime import PipelineHandle, Runtime
+from .runtime._runtime import Runtime
 
 __all__ = ("Graph", "Pipeline")
 
@@ -86,13 +87,7 @@ class Graph(GraphModel):
         runtime = self._runtime
         if runtime is None or runtime.done is None:
             return None
-        runtime.request_stop()
-        with anyio.move_on_after(self.shutdown_timeout if timeout is None else timeout):
-            await runtime.done.wait()
-        if not runtime.done.is_set():
-            runtime.abort()
-            await runtime.done.wait()
-        return runtime.report()
+        return await runtime.stop(timeout)
 
 
 class Pipeline(PipelineModel, Graph):

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from .._pipeline import Graph
-    from ..runtime._runtime import PipelineHandle
+    from ..runtime._handle import PipelineHandle
 
 __all__ = ("PrometheusCollector", "exposition", "prometheus_available")
 

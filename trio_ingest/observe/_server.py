@@ -23,7 +23,7 @@ from ._snapshot import PipelineView, snapshot
 
 if TYPE_CHECKING:
     from .._pipeline import Graph
-    from ..runtime._runtime import PipelineHandle
+    from ..runtime._handle import PipelineHandle
 
 __all__ = ("MetricsEndpoint", "serve_metrics")
 

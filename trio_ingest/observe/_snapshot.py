@@ -16,8 +16,9 @@ from ..runtime._stats import Histogram
 if TYPE_CHECKING:
     from .._pipeline import Graph
     from ..graph._graph import GraphModel
+    from ..runtime._handle import PipelineHandle
     from ..runtime._report import RunReport
-    from ..runtime._runtime import PipelineHandle, Runtime
+    from ..runtime._runtime import Runtime
 
 __all__ = ("PipelineView", "snapshot")
 
@@ -34,7 +35,7 @@ class PipelineView:
 
     def __init__(self, pipeline: Graph | PipelineHandle) -> None:
         from .._pipeline import Graph
-        from ..runtime._runtime import PipelineHandle
+        from ..runtime._handle import PipelineHandle
 
         if isinstance(pipeline, PipelineHandle):
             self._graph: GraphModel = pipeline._rt.graph
@@ -107,7 +108,7 @@ class PipelineView:
             if node.role == "source":
                 out[name] = {"committed": None, "open_reads": 0, "lag": _lag(node.obj)}
         if rt is not None:
-            for name, tracker in rt.trackers.items():
+            for name, tracker in rt.ledger.trackers.items():
                 entry = out.setdefault(name, {"committed": None, "open_reads": 0, "lag": None})
                 entry["committed"] = _jsonable(tracker.committed)
                 entry["open_reads"] = tracker.open_reads

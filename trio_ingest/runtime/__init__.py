@@ -1,6 +1,6 @@
 """The runtime that runs a graph."""
 
+from ._handle import PipelineHandle as PipelineHandle
 from ._report import RunReport as RunReport
-from ._runtime import PipelineHandle as PipelineHandle
 
 __all__ = ("PipelineHandle", "RunReport")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .._acks import AckToken
-from .._edge import Batch
+from .._batch import Batch
 from .._errors import IngestError
 from .._event import Event
 
@@ -89,8 +89,7 @@ class RuntimeOutbox:
             if not events:
                 rt.dropped(self._runner.stats, Batch([parent], [parent.payload], [token]))
                 return
-            token.pending += len(events) - 1
-            rt.expanded += len(events) - 1
+            rt.ledger.expanded_into(token, len(events))
             tokens = [token] * len(events)
         else:
             tokens = [self._take(e.id) for e in events]

@@ -26,14 +26,15 @@ import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from .._acks import AckToken, AckTracker, finish, retain
-from .._edge import Batch, Edge, EdgeBrokenError, EdgeReceiver, EdgeSender
+from .._acks import AckToken
+from .._batch import Batch
+from .._edge import Edge, EdgeBrokenError, EdgeReceiver, EdgeSender, send_all
 from .._errors import (
     DeadLetterError,
     IngestError,
@@ -63,10 +64,15 @@ from ..stages._operators import (
     apply_each_async,
 )
 from ._hooks import active_tracer
+from ._intake import Intake
+from ._ledger import Ledger
 from ._report import RunReport
 from ._stats import Histogram, NodeStats
 
-__all__ = ("PipelineHandle", "Runtime")
+if TYPE_CHECKING:
+    from ._handle import PipelineHandle
+
+__all__ = ("ABORT_CLEANUP_SECONDS", "Runtime")
 
 log = logging.getLogger("trio_ingest.runtime")
 log.addFilter(RUNTIME_RATE_LIMIT)  # a failure storm logs a few lines per node and a count
@@ -214,17 +220,13 @@ class Runtime:
             name: NodeStats(name, node.kind) for name, node in graph.nodes.items()
         }
         self.dead_letter_stats = NodeStats("dead_letter", "dead_letter")
-        self.trackers: dict[str, AckTracker] = {}
+        self.ledger = Ledger()
         self.e2e = Histogram()
         self.tracer = active_tracer()  # None unless observe.enable_tracing() found a provider
-        self.received = 0
-        self.delivered = 0
-        self.dead_lettered = 0
-        self.filtered = 0
-        self.expanded = 0
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.aborted = False
+        self._cleanup_deadline = math.inf  # after abort(): closing and committing are bounded
         self.done = anyio.Event() if _in_async_context() else None
         self.loop: LoopFunctions = ANYIO
         self._tg: anyio.abc.TaskGroup | None = None
@@ -243,7 +245,11 @@ class Runtime:
             self.dead_letter_runner = SinkRunner(
                 self, None, graph.dead_letter, self.plan.dead_letter, dead_letter=True
             )
-        self.handle: PipelineHandle | None = PipelineHandle(self) if serving else None
+        self.handle: PipelineHandle | None = None
+        if serving:
+            from ._handle import PipelineHandle
+
+            self.handle = PipelineHandle(self)
 
     # -- wiring -------------------------------------------------------------------
     def worker_ends(self, task: TaskNode) -> _Worker:
@@ -330,17 +336,43 @@ class Runtime:
 
     def abort(self) -> None:
         """Hard stop: cancel every task; unfinished events stay uncommitted."""
-        self.aborted = True
+        if not self.aborted:
+            self.aborted = True
+            self._cleanup_deadline = _now_or(0.0) + ABORT_CLEANUP_SECONDS
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
+
+    def cleanup_timeout(self) -> float:
+        """Bound of one shielded commit or close: ``commit_timeout``, shorter after abort()."""
+        timeout = self.graph.commit_timeout
+        if self.aborted:
+            timeout = min(timeout, max(0.0, self._cleanup_deadline - anyio.current_time()))
+        return timeout
+
+    async def stop(self, timeout: float | None = None) -> RunReport:
+        """Stop intake, drain, flush, commit; abort what is left after ``timeout`` seconds.
+
+        Returns within ``timeout`` plus :data:`ABORT_CLEANUP_SECONDS`: a sink call
+        stuck past the deadline is abandoned and its events stay uncommitted.
+        """
+        self.request_stop()
+        if timeout is None:
+            timeout = self.graph.shutdown_timeout
+        assert self.done is not None
+        with anyio.move_on_after(timeout):
+            await self.done.wait()
+        if not self.done.is_set():
+            log.warning("shutdown deadline of %.1fs passed; cancelling what is in flight", timeout)
+            self.abort()
+            with anyio.move_on_after(ABORT_CLEANUP_SECONDS + 0.5):
+                await self.done.wait()
+        return self.report()
 
     # -- finishing events ---------------------------------------------------------
     def dropped(self, stats: NodeStats, batch: Batch) -> None:
         """``batch`` was filtered out on purpose: finished now."""
-        n = len(batch)
-        stats.filtered += n
-        self.filtered += n
-        finish(batch.tokens)
+        stats.filtered += len(batch)
+        self.ledger.filtered_out(batch.tokens)
 
     async def dead_letter(
         self,
@@ -423,9 +455,8 @@ class Runtime:
         """A snapshot of the counters (final once the run is over)."""
         end = self.finished_at if self.finished_at is not None else _now_or(self.started_at)
         elapsed = end - self.started_at if self.started_at is not None else 0.0
-        in_flight = sum(
-            token.pending for tracker in self.trackers.values() for token in tracker._open
-        )
+        ledger = self.ledger
+        in_flight = ledger.in_flight
         nodes = {name: s.statistics() for name, s in self.stats.items()}
         if self.dead_letter_runner is not None:
             nodes["dead_letter"] = self.dead_letter_stats.statistics()
@@ -434,18 +465,18 @@ class Runtime:
             for e in getattr(runner, "key_edges", ()):
                 edges[e.name] = e.statistics()
         return RunReport(
-            received=self.received,
-            delivered=self.delivered,
-            dead_lettered=self.dead_lettered,
-            filtered=self.filtered,
-            expanded=self.expanded,
+            received=ledger.received,
+            delivered=ledger.delivered,
+            dead_lettered=ledger.dead_lettered,
+            filtered=ledger.filtered,
+            expanded=ledger.expanded,
             in_flight=in_flight,
             retries=sum(s.retries for s in self.stats.values()) + self.dead_letter_stats.retries,
             elapsed=elapsed,
             completed=self.finished_at is not None and not self.aborted and in_flight == 0,
             nodes=nodes,
             edges=edges,
-            committed={name: t.committed for name, t in self.trackers.items()},
+            committed={name: t.committed for name, t in ledger.trackers.items()},
             latency=self.e2e.statistics(),
         )
 
@@ -487,6 +518,10 @@ def _primary_failure(group: BaseExceptionGroup[BaseException]) -> BaseException 
 
     walk(rest)
     return leaves[0] if len(leaves) == 1 else rest
+
+
+#: After a hard stop, how long closing connections and the last commits may take.
+ABORT_CLEANUP_SECONDS = 1.0
 
 
 # -- runners ------------------------------------------------------------------------
@@ -575,8 +610,8 @@ class _Runner(abc.ABC):
             step = op.assemble(batch, results, dead)
             if step.dropped is not None:
                 rt.dropped(stats, step.dropped)
-            if step.expanded:
-                rt.expanded += step.expanded
+            for token, children in step.expansions:
+                rt.ledger.expanded_into(token, children)
             parent = batch.trace
             batch = step.batch
             stats.record_batch(n_in, len(batch), clock() - started)
@@ -746,10 +781,8 @@ class _Runner(abc.ABC):
             return
         k = len(senders)
         if k > 1:
-            retain(batch.tokens, k - 1)
-            self.rt.expanded += n * (k - 1)
-        for sender in senders:
-            await sender.edge.send(batch)
+            self.rt.ledger.copied(batch.tokens, k - 1)
+        await send_all([s.edge for s in senders], batch)
 
 
 class SourceRunner(_Runner):
@@ -760,11 +793,13 @@ class SourceRunner(_Runner):
     def __init__(self, rt: Runtime, task: TaskNode) -> None:
         super().__init__(rt, task)
         self.source: Source = task.head.obj
-        self.tracker = AckTracker(self.name)
-        rt.trackers[self.name] = self.tracker
+        self.tracker = rt.ledger.tracker(self.name)
         self._stopping = False
         self._read_scope: anyio.CancelScope | None = None
         self.worker = rt.worker_ends(task)
+        self.intake = Intake(
+            rt.ledger, self.tracker, self.stats, self.worker.outputs.get(None, []), rt.tracer
+        )
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         try:
@@ -794,20 +829,19 @@ class SourceRunner(_Runner):
             raise
         finally:
             try:
-                with anyio.move_on_after(rt.graph.commit_timeout, shield=True):
+                with anyio.move_on_after(rt.cleanup_timeout(), shield=True):
                     await self._commit()
             finally:
                 # closed even when that last commit failed (a checkpoint on a full disk)
-                with anyio.move_on_after(rt.graph.commit_timeout, shield=True):
+                with anyio.move_on_after(rt.cleanup_timeout(), shield=True):
                     await self.source.aclose()
 
     async def _read_loop(self) -> None:
         rt = self.rt
         source = self.source
         stats = self.stats
-        tracker = self.tracker
         worker = self.worker
-        outputs = worker.outputs.get(None, [])
+        intake = self.intake
         max_batch = rt.max_batch
         while not self._stopping:
             # stop() cancels only the read: a batch already read is pushed through
@@ -825,23 +859,17 @@ class SourceRunner(_Runner):
                     f"{type(source).__name__}.read() must return a Read or None, got {read!r}"
                 )
             events = read.events
-            n = len(events)
             rejected = read.rejected
-            token = tracker.issue(read.offset, n + len(rejected))
-            rt.received += n + len(rejected)
-            stats.events_in += n + len(rejected)
-            stats.batches += 1
+            token = intake.enter(events, read.offset, len(rejected))
             if rejected:
                 await rt.dead_letter_records(worker, stats, rejected, token)
-            if not n:
+            if not events:
                 continue
-            stats.events_out += n
-            batch = Batch.of(events, token)
-            if rt.tracer is not None:  # a source's span marks when its read returned
-                batch.trace = rt.tracer.span(self.name, "source", None, n, n, 0.0)
+            batch = intake.traced(Batch.of(events, token))  # its span: when the read returned
             if self.ops:
                 batch = await self.process(worker, batch)
-            await self.emit(outputs, batch)
+            if batch.payloads:
+                await intake.send(batch)
 
     def stop_intake(self) -> None:
         """Read no more: cancel the read under way (a batch already read goes on)."""
@@ -859,7 +887,7 @@ class SourceRunner(_Runner):
         interval = self.source.commit_interval
         while True:
             await self.tracker.wait_changed()
-            with anyio.move_on_after(self.rt.graph.commit_timeout, shield=True):
+            with anyio.move_on_after(self.rt.cleanup_timeout(), shield=True):
                 await self._commit()
             if interval > 0:
                 await anyio.sleep(interval)
@@ -1103,7 +1131,7 @@ class SinkRunner(_Runner):
             _note(exc, role, self.name)
             raise
         finally:
-            with anyio.move_on_after(self.rt.graph.commit_timeout, shield=True):
+            with anyio.move_on_after(self.rt.cleanup_timeout(), shield=True):
                 await self.sink.aclose()
 
     async def _work(self, worker: _Worker) -> None:
@@ -1147,15 +1175,14 @@ class SinkRunner(_Runner):
         tokens, self._unflushed = self._unflushed, []
         self._unflushed_count = 0
         self._unflushed_since = math.inf
-        self._count_finished(len(tokens))
-        finish(tokens)
+        self._finished(tokens)
 
-    def _count_finished(self, n: int) -> None:
+    def _finished(self, tokens: list[AckToken]) -> None:
         # counted when acked (for buffered sinks: at flush), so the live report balances
         if self.is_dead_letter:
-            self.rt.dead_lettered += n
+            self.rt.ledger.dead_lettered_by_sink(tokens)
         else:
-            self.rt.delivered += n
+            self.rt.ledger.delivered_by_sink(tokens)
 
     async def _write(self, worker: _Worker, batch: Batch) -> None:
         clock = self.rt.loop.clock
@@ -1201,8 +1228,7 @@ class SinkRunner(_Runner):
             self._unflushed += batch.tokens
             self._unflushed_count += n
         else:
-            self._count_finished(n)
-            finish(batch.tokens)
+            self._finished(batch.tokens)
 
     async def _failed(self, worker: _Worker, batch: Batch, gave_up: _GiveUp) -> None:
         if self.is_dead_letter:
@@ -1318,109 +1344,3 @@ def _make_runner(rt: Runtime, task: TaskNode) -> _Runner:
     if isinstance(head.obj, Operator):
         return StageRunner(rt, task)
     return CustomRunner(rt, task)
-
-
-class PipelineHandle:
-    """Control of a pipeline started with ``nursery.start(pipeline.serve)``.
-
-    The handle is also a producer: ``send`` / ``send_batch`` feed the events
-    into the first source's outputs and block while those edges are full.
-    """
-
-    def __init__(self, rt: Runtime) -> None:
-        self._rt = rt
-        self.tracker = AckTracker("handle")
-        rt.trackers["handle"] = self.tracker
-        first = rt.source_runners[0].task
-        assert first is not None
-        self._senders = [
-            down.inbox.sender() for down in first.outputs.get(None, []) if down.inbox is not None
-        ]
-        self._closed = False
-        self._count = 0
-        self._stats = NodeStats("handle", "source")
-        rt.stats["handle"] = self._stats
-
-    def _close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            for s in self._senders:
-                s.close()
-
-    async def send(self, item: Event | Any) -> None:
-        """Feed one event (or a payload: its id will be ``"handle-<n>"``).
-
-        Raises:
-            anyio.ClosedResourceError: After ``stop()``.
-        """
-        await self.send_batch([item])
-
-    async def send_batch(self, items: Sequence[Event | Any]) -> None:
-        """Feed several events at once; blocks while the first edges are full.
-
-        Raises:
-            anyio.ClosedResourceError: After ``stop()``, or when ``stop()`` came while
-                this call waited for room (the events not yet taken were not accepted).
-        """
-        if self._closed:
-            raise anyio.ClosedResourceError("the pipeline is stopping; it takes no more events")
-        events: list[Event] = []
-        for item in items:
-            if isinstance(item, Event):
-                events.append(item)
-            else:
-                events.append(Event(id=f"handle-{self._count}", payload=item))
-            self._count += 1
-        if not events:
-            return
-        rt = self._rt
-        token = self.tracker.issue(self._count, len(events))
-        rt.received += len(events)
-        self._stats.events_in += len(events)
-        self._stats.events_out += len(events)
-        batch = Batch.of(events, token)
-        if rt.tracer is not None:
-            batch.trace = rt.tracer.span("handle", "source", None, len(events), len(events), 0.0)
-        k = len(self._senders)
-        if k > 1:
-            retain(batch.tokens, k - 1)
-            rt.expanded += len(events) * (k - 1)
-        try:
-            for sender in self._senders:
-                await sender.edge.send(batch)
-        except EdgeBrokenError:
-            if not self._closed:
-                raise  # a node failed: the run's own error says which
-            # stopped while waiting for room: its consumers are gone, say so as documented
-            raise anyio.ClosedResourceError(
-                "the pipeline stopped before it took these events"
-            ) from None
-
-    async def stop(self, timeout: float | None = None) -> RunReport:
-        """Stop intake, drain, flush and commit; cut it short after ``timeout`` seconds.
-
-        What is still in flight at the deadline is not committed: it will be
-        delivered again by the next run (``report().in_flight`` counts it).
-        ``timeout`` defaults to the graph's ``shutdown_timeout``.
-        """
-        rt = self._rt
-        rt.request_stop()
-        if timeout is None:
-            timeout = rt.graph.shutdown_timeout
-        assert rt.done is not None
-        with anyio.move_on_after(timeout):
-            await rt.done.wait()
-        if not rt.done.is_set():
-            log.warning("shutdown deadline of %.1fs passed; cancelling what is in flight", timeout)
-            rt.abort()
-            await rt.done.wait()
-        return rt.report()
-
-    def report(self) -> RunReport:
-        """The live counters (final after the pipeline ended)."""
-        return self._rt.report()
-
-    @property
-    def stopped(self) -> bool:
-        """True once the pipeline has finished."""
-        return self._rt.done is not None and self._rt.done.is_set()

@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 import attrs
 
-from .._edge import Batch
+from .._acks import AckToken
+from .._batch import Batch
 from .._errors import ConfigError
 from .._event import Event, rebuild
 from .._retry import RetryPolicy, check_policy
@@ -178,7 +179,8 @@ class StepResult:
 
     batch: Batch
     dropped: Batch | None = None  # filtered out: finished now
-    expanded: int = 0  # net events added (flat_map children beyond the first)
+    # (token, number of children) of each event that became several (flat_map)
+    expansions: list[tuple[AckToken, int]] = attrs.field(factory=list)
 
 
 def _without(batch: Batch, dead: set[int]) -> Batch:
@@ -255,7 +257,7 @@ class FlatMap(Operator):
         payloads: list[Any] = []
         tokens = []
         drop: list[int] = []
-        expanded = 0
+        expansions: list[tuple[AckToken, int]] = []
         for i, children in enumerate(results):
             if i in dead:
                 continue
@@ -280,10 +282,10 @@ class FlatMap(Operator):
                     )
                     payloads.append(child)
                 tokens.append(token)
-            token.pending += len(children) - 1  # each child finishes on its own
-            expanded += len(children) - 1
+            if len(children) > 1:  # each child finishes on its own
+                expansions.append((token, len(children)))
         dropped = batch.select(drop) if drop else None
-        return StepResult(Batch(events, payloads, tokens), dropped=dropped, expanded=expanded)
+        return StepResult(Batch(events, payloads, tokens), dropped=dropped, expansions=expansions)
 
 
 class KeyBy(Operator):

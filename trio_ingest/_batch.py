@@ -1,0 +1,90 @@
+"""Batch: the events moving together, held as parallel lists (events, payloads, tokens)."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable
+from typing import Any
+
+from ._acks import AckToken
+from ._event import Event, rebuild
+
+__all__ = ("Batch",)
+
+_payload_of = operator.attrgetter("payload")
+
+
+class Batch:
+    """Events moving together, held as parallel lists.
+
+    ``events`` carry the metadata (id, key, event time, headers) as they were
+    when the event last got new metadata; ``payloads`` hold the current
+    payloads; ``tokens`` the acknowledgement token of each event's source read.
+    ``map`` only builds a new ``payloads`` list: no per-event objects on the hot
+    path. Lists are never mutated in place, so broadcast branches share them.
+    ``trace`` is the OpenTelemetry span of the node that last handled the batch
+    (None unless tracing is on); batches cut from this one keep it.
+    """
+
+    __slots__ = ("events", "payloads", "tokens", "trace")
+
+    def __init__(
+        self, events: list[Event], payloads: list[Any], tokens: list[AckToken], trace: Any = None
+    ) -> None:
+        self.events = events
+        self.payloads = payloads
+        self.tokens = tokens
+        self.trace = trace
+
+    @classmethod
+    def of(cls, events: list[Event], token: AckToken) -> Batch:
+        """A batch of ``events`` that all come from the read ``token``."""
+        return cls(events, list(map(_payload_of, events)), [token] * len(events))
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    def __repr__(self) -> str:
+        return f"<Batch of {len(self.payloads)}>"
+
+    def split(self, n: int) -> tuple[Batch, Batch]:
+        """Return the first ``n`` events and the rest, as two batches."""
+        e, p, t, s = self.events, self.payloads, self.tokens, self.trace
+        return Batch(e[:n], p[:n], t[:n], s), Batch(e[n:], p[n:], t[n:], s)
+
+    @classmethod
+    def concat(cls, batches: Iterable[Batch]) -> Batch:
+        """One batch of all of ``batches``' events; it continues the first one's trace."""
+        events: list[Event] = []
+        payloads: list[Any] = []
+        tokens: list[AckToken] = []
+        trace = None
+        for b in batches:
+            events += b.events
+            payloads += b.payloads
+            tokens += b.tokens
+            if trace is None:
+                trace = b.trace
+        return cls(events, payloads, tokens, trace)
+
+    def select(self, keep: list[int]) -> Batch:
+        """The events at the indices ``keep``, in that order."""
+        e, p, t = self.events, self.payloads, self.tokens
+        return Batch([e[i] for i in keep], [p[i] for i in keep], [t[i] for i in keep], self.trace)
+
+    def traced(self, span: Any) -> Batch:
+        """The same events as a new batch whose trace is ``span`` (this one may be shared)."""
+        return Batch(self.events, self.payloads, self.tokens, span)
+
+    def event(self, i: int) -> Event:
+        """The ``i``-th event with its current payload."""
+        e = self.events[i]
+        p = self.payloads[i]
+        return e if e.payload is p else rebuild(e, p, e.key)
+
+    def materialize(self) -> list[Event]:
+        """The events with their current payloads (new objects only where a payload changed)."""
+        return [
+            e if e.payload is p else rebuild(e, p, e.key)
+            for e, p in zip(self.events, self.payloads, strict=True)
+        ]

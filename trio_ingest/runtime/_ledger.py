@@ -1,0 +1,82 @@
+"""The ledger: the run's counters and the accounting identity, kept in one place.
+
+Every event that enters is counted once as received (copies made by broadcast or
+``flat_map`` as expanded) and leaves exactly once as delivered, dead-lettered or
+filtered; until then it is in flight::
+
+    received + expanded == delivered + dead_lettered + filtered + in_flight
+
+Every change of an acknowledgement token goes through :mod:`trio_ingest._acks`,
+and every counter change through these methods, once per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .._acks import AckToken, AckTracker, finish, retain
+
+__all__ = ("Ledger",)
+
+
+class Ledger:
+    """Counters of one run, and the trackers whose open tokens are the events in flight."""
+
+    __slots__ = ("dead_lettered", "delivered", "expanded", "filtered", "received", "trackers")
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.delivered = 0
+        self.dead_lettered = 0
+        self.filtered = 0
+        self.expanded = 0
+        self.trackers: dict[str, AckTracker] = {}
+
+    def tracker(self, name: str, *, keeps_offsets: bool = True) -> AckTracker:
+        """The commit watermark of the intake ``name`` (one per source, one for the handle)."""
+        tracker = self.trackers[name] = AckTracker(name, keeps_offsets=keeps_offsets)
+        return tracker
+
+    def admit(self, tracker: AckTracker, offset: object, n: int, copies: int = 1) -> AckToken:
+        """``n`` events entered through ``tracker`` (each going to ``copies`` outputs)."""
+        token = tracker.issue(offset, n * copies)
+        self.received += n
+        self.expanded += n * (copies - 1)
+        return token
+
+    def copied(self, tokens: Sequence[AckToken], copies: int) -> None:
+        """The events of ``tokens`` now travel as ``copies`` more events each (fan-out)."""
+        if copies:
+            retain(tokens, copies)
+            self.expanded += len(tokens) * copies
+
+    def expanded_into(self, token: AckToken, children: int) -> None:
+        """One event of ``token`` became ``children`` events (``flat_map``, a custom stage)."""
+        if children > 1:
+            retain([token], children - 1)
+            self.expanded += children - 1
+
+    def filtered_out(self, tokens: Sequence[AckToken]) -> None:
+        """These events were dropped on purpose: finished."""
+        self.filtered += len(tokens)
+        finish(tokens)
+
+    def delivered_by_sink(self, tokens: Sequence[AckToken]) -> None:
+        """A sink durably wrote these events: finished."""
+        self.delivered += len(tokens)
+        finish(tokens)
+
+    def dead_lettered_by_sink(self, tokens: Sequence[AckToken]) -> None:
+        """The dead-letter sink durably wrote these events: finished."""
+        self.dead_lettered += len(tokens)
+        finish(tokens)
+
+    @property
+    def in_flight(self) -> int:
+        """Events entered and not yet finished."""
+        return sum(tracker.pending_events for tracker in self.trackers.values())
+
+    def balanced(self) -> bool:
+        """Whether the accounting identity holds (it always should)."""
+        left = self.received + self.expanded
+        return left == self.delivered + self.dead_lettered + self.filtered + self.in_flight
