@@ -163,7 +163,26 @@ def test_memory_bound_counts_edges_and_batches_in_hand() -> None:
     )
     # edges: source->map-2 (map fused into the source), map-2->memory, dead letters: 3 x 100;
     # in hand: source 10, map-2 3x10, sink 10, dead-letter sink 10
-    assert p.memory_bound() == 300 + 10 + 30 + 10
+    assert p.memory_bound() == 300 + 10 + 30 + 10 + 10
+
+
+def test_memory_bound_counts_every_place_that_holds_events() -> None:
+    class Gathering(ti.sinks.Memory):
+        buffered = True
+        flush_every = 5_000
+
+    base = dict(capacity=100, max_batch=10)
+    plain = ti.Pipeline(src(), sink=ti.sinks.Memory(), **base).memory_bound()  # type: ignore[arg-type]
+    assert plain == 100 + 10 + 10
+    batched = ti.Pipeline(src(), ti.batch(700, 1.0), sink=ti.sinks.Memory(), **base)  # type: ignore[arg-type]
+    assert batched.memory_bound() == 2 * 100 + 10 + 700 + 10
+    big_sink = ti.Pipeline(src(), sink=ti.sinks.Memory(max_batch=900), **base)  # type: ignore[arg-type]
+    assert big_sink.memory_bound() == 100 + 10 + 900
+    buffered = ti.Pipeline(src(), sink=Gathering(), **base)  # type: ignore[arg-type]
+    assert buffered.memory_bound() == 100 + 10 + 10 + 5_000
+    keyed = ti.Pipeline(src(), ti.key_by(str), ti.map(str, workers=3), sink=ti.sinks.Memory(), **base)  # type: ignore[arg-type]
+    # edges 2 x 100; source 10; 3 workers x 10 + 3 key queues x 20 + the dispatcher's 10; sink 10
+    assert keyed.memory_bound() == 200 + 10 + 30 + 60 + 10 + 10
 
 
 pytestmark = pytest.mark.anyio

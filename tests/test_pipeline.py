@@ -60,7 +60,7 @@ async def test_the_public_contract() -> None:
 async def test_payload_sources_get_ids_from_positions() -> None:
     sink = ti.sinks.Memory()
     await ti.Pipeline(ti.sources.from_iterable(["a", "b"]), sink=sink).run()
-    assert [(e.id, e.payload) for e in sink.events] == [("0", "a"), ("1", "b")]
+    assert [(e.id, e.payload) for e in sink.events] == [("source:0", "a"), ("source:1", "b")]
 
 
 async def test_async_iterable_source() -> None:
@@ -204,7 +204,7 @@ async def test_stage_error_without_dead_letter_surfaces_naming_the_stage() -> No
             raise ValueError("bad seven")
         return p
 
-    with pytest.raises(ti.StageError, match="stage 'explode' failed on event '7'") as info:
+    with pytest.raises(ti.StageError, match="stage 'explode' failed on event 'source:7'") as info:
         await ti.Pipeline(
             ti.sources.from_iterable(range(100)), ti.map(explode), sink=ti.sinks.Memory()
         ).run()
@@ -270,8 +270,10 @@ async def test_stage_errors_go_to_the_dead_letter_sink_with_reason() -> None:
     assert_accounted(report)
     assert all(n == 1 for n in calls.values())  # a failure never re-calls its neighbours
     letters = {e.id: e.payload for e in dead.events}
-    assert sorted(letters, key=int) == [str(i) for i in range(0, 50, 5)]
-    letter = letters["10"]
+    assert sorted(letters, key=lambda i: int(i.split(":")[1])) == [
+        f"source:{i}" for i in range(0, 50, 5)
+    ]
+    letter = letters["source:10"]
     assert letter.node == "double" and letter.error_type == "ValueError"
     assert letter.error == "no multiples of five: 10" and letter.attempts == 1
     assert letter.event.payload == 10  # as it was when it failed
@@ -318,7 +320,7 @@ async def test_composed_maps_recover_from_the_failing_stage_on() -> None:
 
 
 async def test_permanent_sink_errors_split_the_batch_and_dead_letter_only_the_bad() -> None:
-    poison = {"13", "77"}
+    poison = {"source:13", "source:77"}
     sink = ti.testing.PoisonSink(poison)
     dead = ti.sinks.Memory()
     report = await ti.Pipeline(

@@ -13,11 +13,13 @@ Sources produce, stages transform, sinks write, edges connect::
 """
 
 from . import observe as observe
+from . import runtime as runtime
 from . import sinks as sinks
 from . import sources as sources
 from . import stages as stages
 from . import testing as testing
 from ._edge import EdgeStatistics as EdgeStatistics
+from ._edge import SendProgress as SendProgress
 from ._errors import ConfigError as ConfigError
 from ._errors import DeadLetterError as DeadLetterError
 from ._errors import GraphError as GraphError
@@ -78,6 +80,7 @@ __all__ = (
     "RetryExhaustedError",
     "RetryPolicy",
     "RunReport",
+    "SendProgress",
     "Sink",
     "SinkError",
     "Source",
@@ -95,6 +98,7 @@ __all__ = (
     "observe",
     "route",
     "route_by_key",
+    "runtime",
     "sinks",
     "sources",
     "stages",

@@ -19,6 +19,15 @@ def _check_id(_instance: object, _attribute: attrs.Attribute[str], value: str) -
         raise ValueError(f"'id' must be a non-empty str: {value!r}")
 
 
+def _check_time(_instance: object, _attribute: attrs.Attribute[float], value: float) -> None:
+    kind = type(value)
+    if kind is not float and kind is not int:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"'event_time' must be a number (seconds since the epoch): {value!r}")
+    if value != value:  # NaN: no watermark could ever pass it
+        raise ValueError(f"'event_time' must not be NaN: {value!r}")
+
+
 @attrs.frozen(slots=True, weakref_slot=False)
 class Event:
     """One unit of data moving through a pipeline.
@@ -37,7 +46,7 @@ class Event:
     id: str = attrs.field(validator=_check_id)
     payload: Any = None
     key: Any = None
-    event_time: float = attrs.field(factory=time.time)
+    event_time: float = attrs.field(factory=time.time, validator=_check_time)
     headers: Mapping[str, str] = _NO_HEADERS
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,10 +8,12 @@ where concurrency, async I/O, fan-in/fan-out, routing or a sink ask for one.
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from .._edge import Edge
-from ..stages._operators import KeyBy, Operator, Route
+from ..stages._operators import Operator, Route
 from ._graph import GraphModel as Graph
 from ._graph import Node
 
@@ -48,6 +50,7 @@ class Plan:
     capacity: int
     max_batch: int
     dead_letter: Edge | None
+    dead_letter_sink: Any = None
 
     def edges(self) -> list[Edge]:
         out = [t.inbox for t in self.tasks if t.inbox is not None]
@@ -56,15 +59,44 @@ class Plan:
         return out
 
     def memory_bound(self) -> int:
+        """Most events the running graph holds at once: every place that can hold one.
+
+        Edges (their capacity, the dead-letter edge too), plus what each worker of
+        each node holds in hand: a batch of ``max_batch`` (a source's read, a
+        stage's input), or what the node itself says it holds (``in_hand``: a
+        ``batch()`` stage's ``max_size``, a sink's own ``max_batch`` and a buffered
+        sink's unflushed ``flush_every``), twice that for an ordered stage (a
+        finished batch may wait for its turn), and the per-worker key queues of a
+        keyed stage with their dispatcher's batch.
+        """
         bound = sum(e.capacity for e in self.edges())
         for t in self.tasks:
-            in_hand = t.workers * self.max_batch
+            objs = [t.head.obj, *(n.obj for n in t.fused)]
+            per_worker = max(_in_hand(obj, self.max_batch) for obj in objs)
+            in_hand = t.workers * per_worker
             if t.ordered:
-                in_hand *= 2  # a finished batch may wait for its turn
+                in_hand *= 2
             if t.keyed:
-                in_hand += t.workers * self.max_batch  # the per-worker key queues
+                in_hand += t.workers * self.key_queue_capacity + self.max_batch
             bound += in_hand
+        if self.dead_letter_sink is not None:
+            bound += self.dead_letter_sink.workers * _in_hand(self.dead_letter_sink, self.max_batch)
         return bound
+
+    @property
+    def key_queue_capacity(self) -> int:
+        """Capacity of each worker's private key queue in a keyed stage."""
+        return self.max_batch * KEY_QUEUE_BATCHES
+
+
+#: A keyed stage's per-worker queue holds this many batches.
+KEY_QUEUE_BATCHES = 2
+
+
+def _in_hand(obj: Any, max_batch: int) -> int:
+    """Events one worker of the node ``obj`` may hold beyond its input edge."""
+    in_hand = getattr(obj, "in_hand", None)
+    return max(max_batch, int(in_hand(max_batch))) if in_hand is not None else max_batch
 
 
 def _fusable_into(
@@ -111,7 +143,7 @@ def compile_plan(graph: Graph, *, serving: bool) -> Plan:
     tasks: list[TaskNode] = []
     keyed_upstream: dict[str, bool] = {}
     for node in _topological(graph):
-        keyed_upstream[node.name] = isinstance(node.obj, KeyBy) or any(
+        keyed_upstream[node.name] = bool(getattr(node.obj, "sets_key", False)) or any(
             keyed_upstream[up] for up, _ in node.inputs
         )
         owner = _fusable_into(graph, node, consumers, serving)
@@ -147,4 +179,4 @@ def compile_plan(graph: Graph, *, serving: bool) -> Plan:
     dead_letter = None
     if graph.dead_letter is not None:
         dead_letter = Edge("*->dead_letter", graph.capacity)
-    return Plan(tasks, by_node, graph.capacity, graph.max_batch, dead_letter)
+    return Plan(tasks, by_node, graph.capacity, graph.max_batch, dead_letter, graph.dead_letter)

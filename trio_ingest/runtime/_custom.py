@@ -10,6 +10,7 @@ import anyio
 
 from .._acks import AckToken
 from .._batch import Batch
+from .._edge import SendProgress
 from .._errors import IngestError
 from .._event import Event
 
@@ -78,26 +79,55 @@ class RuntimeOutbox:
         return token
 
     async def send(self, events: Sequence[Event], *, parent: Event | None = None) -> None:
-        """Pass ``events`` on (see the ``Outbox`` protocol)."""
+        """Pass ``events`` on (see the ``Outbox`` protocol).
+
+        A cancelled send has no effect on what it did not send: those events stay
+        held by the stage (to send, drop or dead-letter later).
+        """
         events = list(events)
         for e in events:
             if not isinstance(e, Event):
                 raise TypeError(f"custom stage {self._runner.name!r} sent a non-Event: {e!r}")
-        rt = self._runner.rt
+        runner = self._runner
+        rt = runner.rt
         if parent is not None:
             token = self._take(parent.id)
             if not events:
-                rt.dropped(self._runner.stats, Batch([parent], [parent.payload], [token]))
+                rt.dropped(runner.stats, Batch([parent], [parent.payload], [token]))
                 return
-            rt.ledger.expanded_into(token, len(events))
             tokens = [token] * len(events)
         else:
             tokens = [self._take(e.id) for e in events]
         if not events:
             return
-        self._runner.stats.events_out += len(events)
         batch = Batch(events, [e.payload for e in events], tokens, self._worker.trace)
-        await self._runner.emit(self._worker.outputs.get(None, []), batch)
+        if parent is not None:
+            rt.ledger.expanded_into(token, len(events))
+        progress = SendProgress()
+        try:
+            await runner.emit(self._worker.outputs.get(None, []), batch, progress)
+        except BaseException:
+            self._keep_unsent(events, tokens, parent, progress.sent)
+            raise
+        finally:
+            runner.stats.events_out += progress.sent
+
+    def _keep_unsent(
+        self, events: list[Event], tokens: list[AckToken], parent: Event | None, sent: int
+    ) -> None:
+        """Give the events a cancelled send did not send back to the stage's holdings."""
+        if parent is not None:
+            if sent == 0:  # the children never went: the parent is held again, unexpanded
+                self._runner.rt.ledger.expanded_into_undo(tokens[0], len(events))
+                self._held.setdefault(parent.id, deque()).appendleft(tokens[0])
+            else:  # some children went: the rest stand as the parent's, finished as dropped
+                self._runner.rt.dropped(
+                    self._runner.stats,
+                    Batch(events[sent:], [e.payload for e in events[sent:]], tokens[sent:]),
+                )
+            return
+        for event, token in zip(reversed(events[sent:]), reversed(tokens[sent:]), strict=True):
+            self._held.setdefault(event.id, deque()).appendleft(token)
 
     def drop(self, events: Sequence[Event]) -> None:
         """Drop ``events`` on purpose (counted as filtered)."""

@@ -20,14 +20,35 @@ from typing import TYPE_CHECKING, Any
 
 from .._acks import AckToken, AckTracker
 from .._batch import Batch
-from .._edge import EdgeSender, SendProgress, put_all, reserve_all, send_all
+from .._edge import Edge, EdgeSender, SendProgress, put_all, reserve_all, send_all
 from .._event import Event
 
 if TYPE_CHECKING:
     from ._ledger import Ledger
     from ._stats import NodeStats
 
-__all__ = ("Intake",)
+__all__ = ("Intake", "emit_to")
+
+
+async def emit_to(
+    edges: Sequence[Edge], batch: Batch, ledger: Ledger, progress: SendProgress | None = None
+) -> None:
+    """Send ``batch`` to every edge of ``edges``; a broadcast's copies are acknowledged apart.
+
+    The copies are counted before the send (a fast consumer may finish one before
+    the send returns) and uncounted for whatever a cancellation kept from going in.
+    """
+    k = len(edges)
+    if k > 1:
+        ledger.copied(batch.tokens, k - 1)
+    if progress is None and k > 1:
+        progress = SendProgress()
+    try:
+        await send_all(edges, batch, progress)
+    except BaseException:
+        if k > 1 and progress is not None:
+            ledger.not_copied(batch.tokens[progress.sent :], k - 1)
+        raise
 
 
 class Intake:
@@ -77,10 +98,7 @@ class Intake:
 
     async def send(self, batch: Batch) -> None:
         """Send an admitted batch to every first edge (copies acknowledged separately)."""
-        k = len(self._edges)
-        if k > 1:
-            self.ledger.copied(batch.tokens, k - 1)
-        await send_all(self._edges, batch)
+        await emit_to(self._edges, batch, self.ledger)
 
     async def admit(
         self, events: list[Event], offset: Any, progress: SendProgress | None = None

@@ -50,11 +50,23 @@ class Ledger:
             retain(tokens, copies)
             self.expanded += len(tokens) * copies
 
+    def not_copied(self, tokens: Sequence[AckToken], copies: int) -> None:
+        """Undo :meth:`copied` for events whose copies were never sent (a cancelled send)."""
+        if copies and tokens:
+            finish(list(tokens) * copies)
+            self.expanded -= len(tokens) * copies
+
     def expanded_into(self, token: AckToken, children: int) -> None:
         """One event of ``token`` became ``children`` events (``flat_map``, a custom stage)."""
         if children > 1:
             retain([token], children - 1)
             self.expanded += children - 1
+
+    def expanded_into_undo(self, token: AckToken, children: int) -> None:
+        """Undo :meth:`expanded_into` for children that were never sent."""
+        if children > 1:
+            finish([token] * (children - 1))
+            self.expanded -= children - 1
 
     def filtered_out(self, tokens: Sequence[AckToken]) -> None:
         """These events were dropped on purpose: finished."""

@@ -34,7 +34,7 @@ import anyio.lowlevel
 
 from .._acks import AckToken
 from .._batch import Batch
-from .._edge import Edge, EdgeBrokenError, EdgeReceiver, EdgeSender, send_all
+from .._edge import Edge, EdgeBrokenError, EdgeReceiver, EdgeSender, SendProgress
 from .._errors import (
     DeadLetterError,
     IngestError,
@@ -64,7 +64,7 @@ from ..stages._operators import (
     apply_each_async,
 )
 from ._hooks import active_tracer
-from ._intake import Intake
+from ._intake import Intake, emit_to
 from ._ledger import Ledger
 from ._report import RunReport
 from ._stats import Histogram, NodeStats
@@ -774,15 +774,14 @@ class _Runner(abc.ABC):
         stats.record_batch(len(batch), sent, anyio.current_time() - started)
         return Batch([], [], [])
 
-    async def emit(self, senders: list[EdgeSender], batch: Batch) -> None:
+    async def emit(
+        self, senders: list[EdgeSender], batch: Batch, progress: SendProgress | None = None
+    ) -> None:
         """Send ``batch`` to every output (broadcast copies are acknowledged separately)."""
         n = len(batch)
         if not n:
             return
-        k = len(senders)
-        if k > 1:
-            self.rt.ledger.copied(batch.tokens, k - 1)
-        await send_all([s.edge for s in senders], batch)
+        await emit_to([s.edge for s in senders], batch, self.rt.ledger, progress)
 
 
 class SourceRunner(_Runner):
@@ -793,6 +792,7 @@ class SourceRunner(_Runner):
     def __init__(self, rt: Runtime, task: TaskNode) -> None:
         super().__init__(rt, task)
         self.source: Source = task.head.obj
+        self.source.node = self.name  # positional ids are namespaced by the node
         self.tracker = rt.ledger.tracker(self.name)
         self._stopping = False
         self._read_scope: anyio.CancelScope | None = None
@@ -903,7 +903,7 @@ class StageRunner(_Runner):
         if task.keyed:
             # one private queue per worker: a key always lands on the same worker
             self.key_edges = [
-                Edge(f"{self.name}#{i}", rt.max_batch * 2) for i in range(task.workers)
+                Edge(f"{self.name}#{i}", rt.plan.key_queue_capacity) for i in range(task.workers)
             ]
             self._dispatch_in = self.workers[0].inbox
             for w, edge in zip(self.workers[1:], self.key_edges[1:], strict=False):

@@ -105,6 +105,13 @@ class Sink:
     async def aclose(self) -> None:
         """Release connections and files; idempotent, and safe after a failed flush."""
 
+    def in_hand(self, default_batch: int) -> int:
+        """Most events one worker of this sink holds (a batch it gathers, unflushed writes)."""
+        held = self.max_batch or default_batch
+        if self.buffered:
+            held += self.flush_every
+        return held
+
     def write_events_needed(self) -> bool:
         """Whether ``write_batch`` needs :class:`Event` objects (``Null`` does not)."""
         return True

@@ -54,6 +54,10 @@ class Source:
     #: runtime then wraps each read in a cancel scope that ``stop()`` cancels; a
     #: source whose reads return at once sets False and saves that per batch.
     read_may_wait: bool = True
+    #: The node's name in the running graph, set by the runtime before ``open()``:
+    #: ids a source derives from positions are namespaced by it (``f"{node}:{i}"``),
+    #: so two sources of one graph never make the same id.
+    node: str = "source"
 
     async def open(self) -> None:
         """Connect, open files, seek to the last committed offset.

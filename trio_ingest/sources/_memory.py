@@ -26,8 +26,10 @@ __all__ = ("FromIterable", "Synthetic", "from_iterable", "synthetic")
 class FromIterable(Source):
     """Events from a sync or async iterable of :class:`Event` objects or payloads.
 
-    Payloads get the id ``str(position)``; the offset is the number of items
-    consumed, so ``committed`` tells how far the pipeline has finished.
+    Payloads get the id ``"<node>:<position>"`` (deterministic, so a replay
+    deduplicates; namespaced by the node, so two sources never collide); the
+    offset is the number of items consumed, so ``committed`` tells how far the
+    pipeline has finished.
     """
 
     def __init__(
@@ -64,8 +66,9 @@ class FromIterable(Source):
     def _wrap(self, chunk: list[Any], start: int) -> list[Event]:
         if self._all_events:
             return chunk
+        prefix = f"{self.node}:"
         return [
-            x if isinstance(x, Event) else Event(id=str(i), payload=x)
+            x if isinstance(x, Event) else Event(f"{prefix}{i}", x)
             for i, x in enumerate(chunk, start)
         ]
 
@@ -150,7 +153,7 @@ class FromIterable(Source):
 def from_iterable(
     items: Iterable[Any] | AsyncIterable[Any], *, name: str | None = None, buffer: int = 1024
 ) -> FromIterable:
-    """A source over ``items``: :class:`Event` objects, or payloads (ids from positions).
+    """A source over ``items``: :class:`Event` objects, or payloads (ids ``"<node>:<position>"``).
 
     An async iterable is pulled ahead by a task of the source's own into a
     buffer of ``buffer`` items, so each read takes every item that is ready.

@@ -58,23 +58,33 @@ def _resuming(
     """``run(items, out)`` appends one result per item; a failure leaves ``FAILED``.
 
     ``out`` keeps what was appended before ``run`` raised, so ``len(out)`` is the
-    failing index: resume after it without calling anyone twice.
+    failing index: resume after it without calling anyone twice. A function that
+    raises ``StopIteration`` ends ``map()`` early without an error: that is caught
+    by the count, and is a failure of that one event like any other.
     """
     out: list[Any] = []
     failures: list[tuple[int, Exception]] = []
-    try:
-        run(items, out)
-    except errors as exc:
-        while True:
+    total = len(items)
+    part: Iterable[Any] = items
+    while True:
+        try:
+            run(part, out)
+        except errors as exc:
             failures.append((len(out), exc))
             out.append(FAILED)
-            try:
-                run(itertools.islice(items, len(out), None), out)
-            except errors as again:
-                exc = again
-            else:
+        else:
+            if len(out) >= total:
                 break
+            failures.append((len(out), _stopped_early()))
+            out.append(FAILED)
+        if len(out) >= total:
+            break
+        part = itertools.islice(items, len(out), None)
     return out, failures
+
+
+def _stopped_early() -> RuntimeError:
+    return RuntimeError("the function raised StopIteration (not a way to end a stream here)")
 
 
 def apply_each(
@@ -290,6 +300,17 @@ class FlatMap(Operator):
 
 class KeyBy(Operator):
     kind = "key_by"
+    sets_key = True
+
+    def call_one(self, item: Any) -> Any:
+        key = self.fn(item)
+        hash(key)  # an unhashable key fails this one event (dead-lettered), not the run
+        return key
+
+    async def call_async(self, item: Any) -> Any:
+        key = await self.fn(item)
+        hash(key)
+        return key
 
     def assemble(self, batch: Batch, results: list[Any], dead: set[int]) -> StepResult:
         events = [
@@ -387,6 +408,10 @@ class BatchStage:
 
     def __repr__(self) -> str:
         return f"<batch {self.name!r} max_size={self.max_size} max_wait={self.max_wait}>"
+
+    def in_hand(self, default_batch: int) -> int:
+        """Most events it holds: the batch it gathers."""
+        return self.max_size
 
 
 # -- the public constructors ----------------------------------------------------
