@@ -212,11 +212,14 @@ def test_sigkilled_worker_is_taken_over_after_claim_idle(
     workers.wait_registered(names)
     produce(redis_url, stream, [{"seq": i} for i in range(n)])
     workers.wait_until(lambda: workers.rows()[1] >= n // 4, timeout=60)
+    # freeze w0 first, so that what it holds cannot change between reading and killing
+    # (reading first raced with w0 acknowledging those very entries)
+    workers.procs["w0"].send_signal(signal.SIGSTOP)
+    killed_at = time.monotonic()
     held = pending_ids(redis_url, stream, workers.group, "w0")
     assert held, "w0 held nothing in flight when it was killed"
     workers.procs["w0"].send_signal(signal.SIGKILL)
     assert workers.reap("w0") == -signal.SIGKILL
-    killed_at = time.monotonic()
     workers.wait_until(lambda: workers.settled(n), timeout=90)
     taken_over = time.monotonic() - killed_at
     workers.stop_all()
