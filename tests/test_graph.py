@@ -180,7 +180,9 @@ def test_memory_bound_counts_every_place_that_holds_events() -> None:
     assert big_sink.memory_bound() == 100 + 10 + 900
     buffered = ti.Pipeline(src(), sink=Gathering(), **base)  # type: ignore[arg-type]
     assert buffered.memory_bound() == 100 + 10 + 10 + 5_000
-    keyed = ti.Pipeline(src(), ti.key_by(str), ti.map(str, workers=3), sink=ti.sinks.Memory(), **base)  # type: ignore[arg-type]
+    keyed = ti.Pipeline(
+        src(), ti.key_by(str), ti.map(str, workers=3), sink=ti.sinks.Memory(), **base  # type: ignore[arg-type]
+    )
     # edges 2 x 100; source 10; 3 workers x 10 + 3 key queues x 20 + the dispatcher's 10; sink 10
     assert keyed.memory_bound() == 200 + 10 + 30 + 60 + 10 + 10
 

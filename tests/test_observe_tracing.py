@@ -99,7 +99,7 @@ async def test_fan_out_and_dead_letters_are_traced(spans: InMemorySpanExporter) 
         graph.add_source(ti.sources.from_iterable(range(40)), name="src")
         graph.add_stage(ti.map(lambda p: p + 1, workers=2), inputs="src", name="inc")
         graph.add_sink(ti.sinks.Memory(), inputs="inc", name="ok_sink")
-        graph.add_sink(ti.testing.PoisonSink({"3", "17"}, ti.sinks.Memory()), inputs="inc",
+        graph.add_sink(ti.testing.PoisonSink({"src:3", "src:17"}, ti.sinks.Memory()), inputs="inc",
                        name="bad_sink")
         report = await graph.run()
     finally:

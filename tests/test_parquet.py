@@ -166,7 +166,7 @@ async def test_misfits_are_dead_lettered_with_the_reason_and_batch_mates_land(
         ),
         "not-null": ti.Event(id="not-null", payload={"value": 1.0}),
         "not-a-dict": ti.Event(id="not-a-dict", payload=[1, 2]),
-        "bad-time": ti.Event(id="bad-time", payload={"seq": 1}, event_time=float("nan")),
+        "bad-time": ti.Event(id="bad-time", payload={"seq": 1}, event_time=float("inf")),
         # pyarrow itself would store 1 here: silently truncated
         "fraction": ti.Event(id="fraction", payload={"seq": 1.5}),
         "nested-fraction": ti.Event(id="nested-fraction", payload={"seq": 1, "tags": [{"k": 2}]}),
@@ -186,7 +186,7 @@ async def test_misfits_are_dead_lettered_with_the_reason_and_batch_mates_land(
     assert "field 'tags.v' is not in the schema" in reasons["nested-extra"]
     assert "field 'seq' is null or missing; the schema says not null" in reasons["not-null"]
     assert "payload is a list, not a mapping" in reasons["not-a-dict"]
-    assert "event_time must be seconds" in reasons["bad-time"]
+    assert "event_time must be" in reasons["bad-time"]
     assert "field 'seq' holds 1.5, not a whole number for int64" in reasons["fraction"]
     assert "Expected bytes, got a 'int' object" in reasons["nested-fraction"]
     table = pq.read_table(tmp_path)
@@ -509,7 +509,7 @@ def test_partition_segment_rejects_what_has_no_folder() -> None:
         "date=1970-01-01"
     )
     with pytest.raises(ValueError, match="event_time"):
-        _rolling.partition_segment(ti.Event(id="a", payload={}, event_time=float("nan")), "date")
+        _rolling.partition_segment(ti.Event(id="a", payload={}, event_time=float("inf")), "date")
     with pytest.raises(ValueError, match="must be a scalar"):
         _rolling.partition_segment(ti.Event(id="a", payload={"c": [1]}), "c")
     with pytest.raises(ValueError, match="not a mapping"):

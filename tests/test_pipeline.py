@@ -554,7 +554,9 @@ async def test_a_running_graph_stops_gracefully_from_another_task() -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)
-        await anyio.sleep(0.2)
+        # wait for deliveries, not for a time: a loaded machine may take long to start
+        while (live := pipeline.report()) is None or live.delivered == 0:  # noqa: ASYNC110
+            await anyio.sleep(0.01)
         stopped = await pipeline.stop(timeout=10)
     assert stopped is not None and stopped.completed
     assert reports[0].delivered == reports[0].received > 0

@@ -121,7 +121,7 @@ def test_exhausted_retries_dead_letter_with_the_attempt_count() -> None:
     assert {letter.attempts for letter in letters} == {4}
     assert {letter.node for letter in letters} == {"flaky_memory"}
     assert all(letter.error_type.endswith("TransientError") for letter in letters)
-    assert sorted(e.id for e in dead.events) == ["0", "1", "2"]
+    assert sorted(e.id for e in dead.events) == ["source:0", "source:1", "source:2"]
 
 
 def test_deadline_cuts_retries_short() -> None:

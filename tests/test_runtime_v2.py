@@ -17,7 +17,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def wait_until(condition: object) -> None:
-    while not condition():  # type: ignore[operator]
+    while not condition():  # type: ignore[operator]  # noqa: ASYNC110 -- polling a counter
         await anyio.sleep(0.001)
 
 
@@ -205,7 +205,7 @@ async def test_an_unhashable_key_is_dead_lettered_not_fatal() -> None:
     assert_accounted(report)
 
 
-@pytest.mark.parametrize("bad", ["12:00", None, [1], True, float("nan")])
+@pytest.mark.parametrize("bad", ["12:00", "1", [1], True, float("nan")])
 def test_event_time_is_validated_when_the_event_is_made(bad: object) -> None:
     with pytest.raises((TypeError, ValueError), match="event_time"):
         ti.Event("x", 1, event_time=bad)  # type: ignore[arg-type]

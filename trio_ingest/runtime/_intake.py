@@ -4,9 +4,9 @@ An intake owns the send ends of the first edges, the commit watermark of what ca
 in through it, and its node's counters. Two ways in, one rule (a cancelled
 operation has no effect):
 
-- :meth:`Intake.enter` + :meth:`Intake.send`: a source read. Its events are in hand
-  already (read from a file, a stream): they are admitted when read, run through
-  the source's fused stages, then sent. ``stop()`` cancels only the read, never
+- :meth:`Intake.enter`: a source read. Its events are in hand already (read from
+  a file, a stream): they are admitted when read, run through the source's fused
+  stages, then sent with :func:`emit_to`. ``stop()`` cancels only the read, never
   this send; a hard stop leaves them uncommitted, to be read again.
 - :meth:`Intake.admit`: the handle. Room is reserved on every first edge first
   (FIFO, cancellable with no effect), then the chunk is admitted (token issued,
@@ -95,10 +95,6 @@ class Intake:
             n = len(batch)
             batch.trace = self.tracer.span(self.stats.name, "source", None, n, n, 0.0)
         return batch
-
-    async def send(self, batch: Batch) -> None:
-        """Send an admitted batch to every first edge (copies acknowledged separately)."""
-        await emit_to(self._edges, batch, self.ledger)
 
     async def admit(
         self, events: list[Event], offset: Any, progress: SendProgress | None = None

@@ -49,6 +49,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import logging
+import math
 import os
 import re
 import secrets
@@ -125,8 +126,8 @@ def partition_segment(event: Any, partition_by: str | None) -> str:
         return ""
     if partition_by == "date":
         t = event.event_time
-        if not isinstance(t, int | float) or t != t:
-            raise ValueError(f"event_time must be a number of seconds: {t!r}")
+        if not isinstance(t, int | float) or not math.isfinite(t):
+            raise ValueError(f"event_time must be a finite number of seconds: {t!r}")
         return date_segment(t)
     payload = event.payload
     if not isinstance(payload, Mapping):

@@ -779,7 +779,7 @@ class RedisStreams(Source):
                     event_time=float(time_raw) if time_raw else _id_time(entry_id),
                 )
                 if headers:
-                    event = attrs.evolve(event, headers=headers)
+                    event = event.evolve(headers=headers)
                 append(event)
             except (ValueError, TypeError, AttributeError) as exc:
                 rejected.append(self._bad_entry(stream, entry_id, flat, exc))
@@ -806,7 +806,7 @@ class RedisStreams(Source):
         if not events:
             return  # undecodable as well: already rejected with that reason
         where = f"{stream}/{entry[0].decode()}"
-        event = attrs.evolve(events[0], headers={**events[0].headers, "redis_entry": where})
+        event = events[0].evolve(headers={**events[0].headers, "redis_entry": where})
         self.poisoned += 1
         log.warning(
             "%s: entry %s (event %r) was delivered %d times (max_deliveries=%d): poison, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import math
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ from .._batch import Batch
 from .._errors import ConfigError
 from .._event import Event, rebuild
 from .._retry import RetryPolicy, check_policy
+from ._context import GiveUp, StageContext, StatsLike
 
 __all__ = (
     "BatchStage",
@@ -182,6 +184,76 @@ class Operator:
         """Build the outgoing batch from the results (``dead``: indices given up on)."""
         raise NotImplementedError(f"{type(self).__name__} must implement assemble()")
 
+    #: Consecutive composable operators run as one generated loop (sync ``map``).
+    composable: ClassVar[bool] = False
+
+    # -- the stage protocol ---------------------------------------------------
+    async def work(self, ctx: StageContext) -> None:
+        """One worker: every input batch through this task's steps (this one first)."""
+        receive, forward = ctx.receive, ctx.forward
+        while (batch := await receive()) is not None:
+            await forward(batch)
+
+    async def results(
+        self, ctx: StageContext, stats: StatsLike, batch: Batch
+    ) -> tuple[list[Any], set[int]]:
+        """Call the function on every event; retry failures, dead-letter what still fails.
+
+        Returns the results (``FAILED`` where given up) and the indices given up on.
+        """
+        if self.is_async:
+            results, failures = await apply_each_async(self.call_async, self.inputs(batch))
+        else:
+            results, failures = apply_each(self.call, self.inputs(batch))
+        if not failures:
+            return results, set()
+        inputs = self.inputs(batch)
+        dead: list[int] = []
+        errors: list[tuple[Exception, int]] = []
+        for i, exc in failures:
+            try:
+                results[i] = await self.retry_one(ctx, stats, inputs[i], exc)
+            except GiveUp as gave_up:
+                dead.append(i)
+                errors.append((gave_up.error, gave_up.attempts))
+        await ctx.dead_letter(stats, batch, dead, errors)
+        return results, set(dead)
+
+    async def retry_one(
+        self, ctx: StageContext, stats: StatsLike, item: Any, error: Exception | None
+    ) -> Any:
+        """Call the function on ``item`` (again, after ``error``) under the retry policy.
+
+        Raises:
+            GiveUp: The policy gave up.
+        """
+        if self.is_async:
+
+            async def again() -> Any:
+                return await self.call_async(item)
+        else:
+
+            async def again() -> Any:
+                return self.call(item)
+
+        if error is not None:
+            stats.errors += 1
+        return await ctx.retry(self.retry, again, stats, error)
+
+    async def apply(self, ctx: StageContext, stats: StatsLike, batch: Batch) -> Batch | None:
+        """This operator as one step: the batch that goes on."""
+        started = ctx.clock()
+        results, dead = await self.results(ctx, stats, batch)
+        step = self.assemble(batch, results, dead)
+        if step.dropped is not None:
+            ctx.drop(stats, step.dropped)
+        for token, children in step.expansions:
+            ctx.expand(token, children)
+        out = step.batch
+        took = ctx.clock() - started
+        stats.record_batch(len(batch), len(out), took)
+        return out.traced(_span(ctx, stats, batch, len(out), took, dead))
+
 
 @attrs.define(slots=True)
 class StepResult:
@@ -193,6 +265,16 @@ class StepResult:
     expansions: list[tuple[AckToken, int]] = attrs.field(factory=list)
 
 
+def _span(
+    ctx: StageContext, stats: StatsLike, batch: Batch, n_out: int, took: float, dead: Any
+) -> Any:
+    """The span of this step (the input's trace when tracing is off)."""
+    if ctx.tracer is None:
+        return batch.trace
+    outcome = "dead_letter" if dead else "ok"
+    return ctx.tracer.span(stats.name, stats.kind, batch.trace, len(batch), n_out, took, outcome)
+
+
 def _without(batch: Batch, dead: set[int]) -> Batch:
     if not dead:
         return batch
@@ -201,6 +283,10 @@ def _without(batch: Batch, dead: set[int]) -> Batch:
 
 class Map(Operator):
     kind = "map"
+
+    @property
+    def composable(self) -> bool:  # type: ignore[override]
+        return not self.is_async
 
     def assemble(self, batch: Batch, results: list[Any], dead: set[int]) -> StepResult:
         out = Batch(batch.events, results, batch.tokens)
@@ -339,7 +425,35 @@ class MapBatch(Operator):
     kind = "map_batch"
 
     def assemble(self, batch: Batch, results: list[Any], dead: set[int]) -> StepResult:
-        return StepResult(Batch(batch.events, results, batch.tokens))
+        return StepResult(_without(Batch(batch.events, results, batch.tokens), dead))
+
+    async def results(
+        self, ctx: StageContext, stats: StatsLike, batch: Batch
+    ) -> tuple[list[Any], set[int]]:
+        """The whole batch at once: retried as a whole, then dead-lettered as a whole."""
+
+        def call() -> list[Any]:
+            out = list(self.fn(batch.payloads))
+            if len(out) != len(batch):
+                raise ValueError(
+                    f"map_batch {self.name!r} returned {len(out)} payloads for {len(batch)} events"
+                )
+            return out
+
+        async def again() -> list[Any]:
+            return call()
+
+        try:
+            return call(), set()
+        except Exception as exc:
+            stats.errors += 1
+            try:
+                return await ctx.retry(self.retry, again, stats, exc), set()
+            except GiveUp as gave_up:
+                n = len(batch)
+                errors = [(gave_up.error, gave_up.attempts)] * n
+                await ctx.dead_letter(stats, batch, range(n), errors)
+                return [FAILED] * n, set(range(n))
 
 
 class Route(Operator):
@@ -373,7 +487,43 @@ class Route(Operator):
         return batch.payloads
 
     def assemble(self, batch: Batch, results: list[Any], dead: set[int]) -> StepResult:
-        raise AssertionError("routes are assembled by the runtime")  # pragma: no cover
+        raise AssertionError("a route emits to its ports in apply()")  # pragma: no cover
+
+    async def apply(self, ctx: StageContext, stats: StatsLike, batch: Batch) -> Batch | None:
+        """Send each event to its port; nothing goes on past a route."""
+        started = ctx.clock()
+        results, dead = await self.results(ctx, stats, batch)
+        by_port: dict[str, list[int]] = {port: [] for port in self.ports}
+        dropped: list[int] = []
+        unknown: list[int] = []
+        for i, port in enumerate(results):
+            if i in dead:
+                continue
+            if port is None:
+                dropped.append(i)
+            elif port in by_port:
+                by_port[port].append(i)
+            elif self.default is not None:
+                by_port[self.default].append(i)
+            else:
+                unknown.append(i)
+        if dropped:
+            ctx.drop(stats, batch.select(dropped))
+        if unknown:
+            errors = [
+                (LookupError(f"route {self.name!r} has no port {results[i]!r}"), 1)
+                for i in unknown
+            ]
+            await ctx.dead_letter(stats, batch, unknown, errors)
+        n_out = sum(len(indices) for indices in by_port.values())
+        batch = batch.traced(
+            _span(ctx, stats, batch, n_out, ctx.clock() - started, dead or unknown)
+        )
+        for port, indices in by_port.items():
+            if indices:
+                await ctx.emit(batch if len(indices) == len(batch) else batch.select(indices), port)
+        stats.record_batch(len(batch), n_out, ctx.clock() - started)
+        return None
 
 
 def _route_by_key_fn(ports: tuple[str, ...]) -> Callable[[Hashable], str]:
@@ -412,6 +562,32 @@ class BatchStage:
     def in_hand(self, default_batch: int) -> int:
         """Most events it holds: the batch it gathers."""
         return self.max_size
+
+    async def work(self, ctx: StageContext) -> None:
+        """Gather ``max_size`` events, or what came within ``max_wait`` of the first."""
+        clock = ctx.clock
+        parts: list[Batch] = []
+        held = 0
+        # an absolute deadline: "now + (deadline - now)" can round below it, and under a
+        # mock clock that never advances the loop would spin forever
+        deadline = math.inf
+        ended = False
+        while not ended:
+            got = await ctx.receive(deadline, self.max_size - held)
+            if got is None:
+                ended = True
+            elif got.payloads:
+                if not parts:
+                    deadline = clock() + self.max_wait
+                parts.append(got)
+                held += len(got)
+            if parts and (held >= self.max_size or ended or clock() >= deadline):
+                batch = parts[0] if len(parts) == 1 else Batch.concat(parts)
+                parts, held, deadline = [], 0, math.inf
+                started = clock()
+                batch = batch.traced(_span(ctx, ctx.stats, batch, len(batch), 0.0, False))
+                await ctx.forward(batch)
+                ctx.stats.record_batch(len(batch), len(batch), clock() - started)
 
 
 # -- the public constructors ----------------------------------------------------
@@ -582,6 +758,105 @@ class MapChain:
         exec("\n".join(source), namespace)
         self._run: Callable[[Iterable[Any], list[Any]], None] = namespace["run"]
 
-    def apply(self, items: Sequence[Any]) -> tuple[list[Any], list[tuple[int, Exception]]]:
+    def apply_all(self, items: Sequence[Any]) -> tuple[list[Any], list[tuple[int, Exception]]]:
         """Run the chain over ``items``; a failing event leaves ``FAILED`` and its ChainFailure."""
         return _resuming(self._run, items, ChainFailure)
+
+
+class OperatorStep:
+    """One operator bound to its node's counters: a step of a task's pass."""
+
+    __slots__ = ("op", "stats")
+
+    def __init__(self, op: Operator, stats: StatsLike) -> None:
+        self.op = op
+        self.stats = stats
+
+    async def run(self, ctx: StageContext, batch: Batch) -> Batch | None:
+        return await self.op.apply(ctx, self.stats, batch)
+
+
+class ChainStep:
+    """Consecutive sync ``map`` stages as one pass, each stage keeping its own counters."""
+
+    __slots__ = ("chain", "steps")
+
+    def __init__(self, steps: list[tuple[Operator, StatsLike]]) -> None:
+        self.steps = steps
+        self.chain = MapChain([op for op, _ in steps])
+
+    async def run(self, ctx: StageContext, batch: Batch) -> Batch | None:
+        n_in = len(batch)
+        started = ctx.clock()
+        results, failures = self.chain.apply_all(batch.payloads)
+        dead: set[int] = set()
+        if failures:
+            dead = await self._recover(ctx, batch, results, failures)
+        out = Batch(batch.events, results, batch.tokens, batch.trace)
+        if dead:
+            out = out.select([i for i in range(n_in) if i not in dead])
+        took = (ctx.clock() - started) / len(self.steps)
+        span = batch.trace
+        for _op, stats in self.steps:
+            stats.record_batch(n_in, len(out), took)
+            if ctx.tracer is not None:
+                outcome = "dead_letter" if dead else "ok"
+                span = ctx.tracer.span(stats.name, stats.kind, span, n_in, len(out), took, outcome)
+        return out.traced(span)
+
+    async def _recover(
+        self,
+        ctx: StageContext,
+        batch: Batch,
+        results: list[Any],
+        failures: list[tuple[int, Exception]],
+    ) -> set[int]:
+        """Finish the events the chain failed on, one stage at a time from the failing one."""
+        dead: set[int] = set()
+        for i, failure in failures:
+            assert isinstance(failure, ChainFailure)
+            k, item = failure.index, failure.item
+            error: Exception | None = failure.error
+            while k < len(self.steps):
+                op, stats = self.steps[k]
+                try:
+                    item = await op.retry_one(ctx, stats, item, error)
+                except GiveUp as gave_up:
+                    dead.add(i)
+                    failed = Batch([batch.events[i]], [item], [batch.tokens[i]])
+                    await ctx.dead_letter(stats, failed, [0], [(gave_up.error, gave_up.attempts)])
+                    break
+                error = None
+                k += 1
+            else:
+                results[i] = item
+        return dead
+
+
+def compose(nodes: Sequence[tuple[Any, StatsLike]]) -> list[OperatorStep | ChainStep]:
+    """The steps of one task's pass: its per-event operators, in order, with runs of
+    composable ones (sync ``map``) fused into one generated loop.
+
+    Nodes that are not per-event operators (a ``batch()`` head, a custom stage) take
+    no step: they call ``ctx.forward`` themselves.
+    """
+    steps: list[OperatorStep | ChainStep] = []
+    run: list[tuple[Operator, StatsLike]] = []
+
+    def close_run() -> None:
+        if len(run) > 1:
+            steps.append(ChainStep(list(run)))
+        elif run:
+            steps.append(OperatorStep(*run[0]))
+        run.clear()
+
+    for obj, stats in nodes:
+        if not isinstance(obj, Operator):
+            continue
+        if obj.composable:
+            run.append((obj, stats))
+            continue
+        close_run()
+        steps.append(OperatorStep(obj, stats))
+    close_run()
+    return steps
