@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, overload
 
 from ._acks import AckToken
 from ._event import Event, make_events, rebuild
 
-__all__ = ("Batch",)
+__all__ = ("Batch", "EventBatch")
 
 _id_of, _payload_of, _key_of, _time_of, _headers_of = (operator.itemgetter(i) for i in range(5))
 _is = operator.is_
@@ -94,6 +94,58 @@ class Batch:
         return make_events(
             list(map(_id_of, events)),
             payloads,
+            list(map(_key_of, events)),
+            list(map(_time_of, events)),
+            list(map(_headers_of, events)),
+        )
+
+
+class EventBatch(Sequence[Event]):
+    """What a sink's ``write_batch`` receives: the batch's events, made only when asked.
+
+    A ``Sequence[Event]`` (index, iterate, ``len``): the :class:`Event` objects are
+    built the first time they are asked for, in C loops. A sink that reads columns
+    calls :meth:`columns` instead and no Event is made at all.
+    """
+
+    __slots__ = ("_batch", "_events")
+
+    def __init__(self, batch: Batch) -> None:
+        self._batch = batch
+        self._events: list[Event] | None = None
+
+    def _all(self) -> list[Event]:
+        events = self._events
+        if events is None:
+            events = self._events = self._batch.materialize()
+        return events
+
+    def __len__(self) -> int:
+        return len(self._batch.payloads)
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Event]: ...
+
+    def __getitem__(self, index: int | slice) -> Event | list[Event]:
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self._all())
+
+    def __repr__(self) -> str:
+        return f"<EventBatch of {len(self)}>"
+
+    def columns(
+        self,
+    ) -> tuple[list[str], list[Any], list[Any], list[float], list[Mapping[str, str]]]:
+        """The batch as aligned columns: ids, payloads, keys, event times, headers."""
+        events = self._batch.events
+        return (
+            list(map(_id_of, events)),
+            self._batch.payloads,
             list(map(_key_of, events)),
             list(map(_time_of, events)),
             list(map(_headers_of, events)),

@@ -19,7 +19,7 @@ import anyio
 import anyio.abc
 
 from .._acks import AckToken
-from .._batch import Batch
+from .._batch import Batch, EventBatch
 from .._edge import Edge
 from .._errors import DeadLetterError, IngestError, SinkError
 from .._retry import BreakerState
@@ -203,7 +203,7 @@ class SinkRunner:
     async def _write(self, worker: Worker, batch: Batch) -> None:
         clock = self.rt.loop.clock
         started = clock()
-        items = batch.materialize() if self.wants_events else batch.payloads
+        items = EventBatch(batch) if self.wants_events else batch.payloads
         write = self.sink.write_batch
         try:
             if self.breaker is not None and self.breaker.is_open:
