@@ -135,9 +135,9 @@ def test_unknown_port() -> None:
 def test_pipeline_rejects_routes_and_bad_values() -> None:
     with pytest.raises(ti.GraphError, match="needs a Graph"):
         ti.Pipeline(src(), ti.route(lambda p: "a", ports=["a"]), sink=ti.sinks.Memory())
-    with pytest.raises(ti.ConfigError, match="'capacity' must be an int >= 1: 0"):
+    with pytest.raises(ti.ConfigError, match="'capacity' must be >= 1: 0"):
         ti.Pipeline(src(), sink=ti.sinks.Memory(), capacity=0)
-    with pytest.raises(ti.ConfigError, match="'max_batch' must be an int >= 1: -3"):
+    with pytest.raises(ti.ConfigError, match="'max_batch' must be >= 1: -3"):
         ti.Pipeline(src(), sink=ti.sinks.Memory(), max_batch=-3)
     with pytest.raises(ti.ConfigError, match="'workers' must be >= 1: 0"):
         ti.map(str, workers=0)

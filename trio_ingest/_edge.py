@@ -25,6 +25,7 @@ import attrs
 
 from ._batch import Batch
 from ._loop import ANYIO, LoopFunctions
+from ._validators import check, positive_int
 
 __all__ = (
     "Edge",
@@ -100,8 +101,7 @@ class Edge:
     """
 
     def __init__(self, name: str, capacity: int) -> None:
-        if not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"'capacity' must be >= 1: {capacity!r}")
+        check(positive_int, "capacity", capacity)
         self.name = name
         self.capacity = capacity
         self._loop: LoopFunctions = ANYIO

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import ConfigError
+from ._validators import check, positive, positive_int
 
 __all__ = ("RUNTIME_RATE_LIMIT", "RateLimitFilter")
 
@@ -62,10 +62,8 @@ class RateLimitFilter(logging.Filter):
         Raises:
             ConfigError: ``burst`` < 1 or ``interval`` <= 0.
         """
-        if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
-            raise ConfigError(f"'burst' must be an int >= 1: {burst!r}")
-        if not (isinstance(interval, int | float) and interval > 0):
-            raise ConfigError(f"'interval' must be > 0: {interval!r}")
+        check(positive_int, "burst", burst)
+        check(positive, "interval", interval)
         self.burst = burst
         self.interval = float(interval)
 

@@ -14,6 +14,7 @@ from typing import Literal, TypeAlias
 import attrs
 
 from ._errors import TransientError
+from ._validators import non_negative, optional, positive, positive_int
 
 __all__ = ("Backoff", "CircuitBreaker", "ConstantBackoff", "ExponentialBackoff", "RetryPolicy")
 
@@ -21,21 +22,11 @@ Jitter: TypeAlias = Literal["none", "full", "equal"]
 _RNG = random.Random()
 
 
-def _non_negative(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value >= 0:
-        raise ValueError(f"'{attribute.name}' must be >= 0: {value!r}")
-
-
-def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"'{attribute.name}' must be > 0: {value!r}")
-
-
 @attrs.frozen
 class ConstantBackoff:
     """Wait the same ``delay`` seconds before every retry."""
 
-    delay: float = attrs.field(default=0.1, validator=_non_negative)
+    delay: float = attrs.field(default=0.1, validator=non_negative)
 
     def delays(self, rng: random.Random | None = None) -> Iterator[float]:
         """Yield the wait before retry 1, 2, ... (forever)."""
@@ -52,9 +43,9 @@ class ExponentialBackoff:
     draw in ``[delay/2, delay]`` (the AWS Architecture Blog's names).
     """
 
-    initial: float = attrs.field(default=0.1, validator=_non_negative)
+    initial: float = attrs.field(default=0.1, validator=non_negative)
     multiplier: float = attrs.field(default=2.0)
-    max_delay: float = attrs.field(default=30.0, validator=_non_negative)
+    max_delay: float = attrs.field(default=30.0, validator=non_negative)
     jitter: Jitter = attrs.field(default="full")
 
     @multiplier.validator
@@ -106,27 +97,17 @@ class RetryPolicy:
             call: a retry whose wait would end past it is not made.
     """
 
-    max_attempts: int = attrs.field(default=3)
+    max_attempts: int = attrs.field(default=3, validator=positive_int)
     backoff: Backoff = attrs.field(factory=ExponentialBackoff)
     retry_on: tuple[type[BaseException], ...] = attrs.field(
         default=(TransientError, ConnectionError, TimeoutError), converter=_as_type_tuple
     )
-    deadline: float | None = attrs.field(default=None)
-
-    @max_attempts.validator
-    def _check_attempts(self, _attribute: object, value: int) -> None:
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"'max_attempts' must be >= 1: {value!r}")
+    deadline: float | None = attrs.field(default=None, validator=optional(positive))
 
     @backoff.validator
     def _check_backoff(self, _attribute: object, value: object) -> None:
         if not isinstance(value, ConstantBackoff | ExponentialBackoff):
             raise TypeError(f"'backoff' must be ConstantBackoff or ExponentialBackoff: {value!r}")
-
-    @deadline.validator
-    def _check_deadline(self, _attribute: object, value: float | None) -> None:
-        if value is not None and not value > 0:
-            raise ValueError(f"'deadline' must be > 0 or None: {value!r}")
 
     @classmethod
     def none(cls) -> RetryPolicy:
@@ -171,13 +152,8 @@ class CircuitBreaker:
     is dead-lettered merely because the breaker is open.
     """
 
-    failures: int = attrs.field(default=5)
-    reset_after: float = attrs.field(default=10.0, validator=_positive)
-
-    @failures.validator
-    def _check_failures(self, _attribute: object, value: int) -> None:
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"'failures' must be >= 1: {value!r}")
+    failures: int = attrs.field(default=5, validator=positive_int)
+    reset_after: float = attrs.field(default=10.0, validator=positive)
 
 
 class BreakerState:

@@ -13,6 +13,7 @@ import attrs
 
 from .._errors import ConfigError, GraphError
 from .._retry import RetryPolicy, check_policy
+from .._validators import check, positive, positive_int
 from ..sinks._base import Sink
 from ..sources._base import Source
 from ..stages._custom import CustomStage, is_custom_stage
@@ -51,12 +52,6 @@ def _parse_ref(ref: object) -> tuple[str, str | None]:
     ):
         return ref[0], ref[1]
     raise ConfigError(f"an input must be a node name or a (route name, port) pair: {ref!r}")
-
-
-def _positive_int(field: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"'{field}' must be an int >= 1: {value!r}")
-    return value
 
 
 class GraphModel:
@@ -100,12 +95,10 @@ class GraphModel:
         if dead_letter is not None and not isinstance(dead_letter, Sink):
             raise ConfigError(f"'dead_letter' must be a Sink or None: {dead_letter!r}")
         check_policy(retry)
-        self.capacity = _positive_int("capacity", capacity)
-        self.max_batch = _positive_int("max_batch", max_batch)
-        if not shutdown_timeout > 0:
-            raise ConfigError(f"'shutdown_timeout' must be > 0: {shutdown_timeout!r}")
-        if not commit_timeout > 0:
-            raise ConfigError(f"'commit_timeout' must be > 0: {commit_timeout!r}")
+        self.capacity = check(positive_int, "capacity", capacity)
+        self.max_batch = check(positive_int, "max_batch", max_batch)
+        check(positive, "shutdown_timeout", shutdown_timeout)
+        check(positive, "commit_timeout", commit_timeout)
         self.dead_letter = dead_letter
         self.retry = retry if retry is not None else RetryPolicy()
         self.shutdown_timeout = float(shutdown_timeout)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._errors import ConfigError
 from .._event import Event
 from .._retry import CircuitBreaker, RetryPolicy, check_policy
+from .._validators import check, non_negative, optional, positive_int
 
 __all__ = ("Sink",)
 
@@ -68,12 +68,9 @@ class Sink:
             self.name = name
             self.name_given = True
         check_policy(retry)
-        if not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"'workers' must be >= 1: {workers!r}")
-        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
-            raise ConfigError(f"'max_batch' must be >= 1 or None: {max_batch!r}")
-        if not max_wait >= 0:
-            raise ConfigError(f"'max_wait' must be >= 0: {max_wait!r}")
+        check(positive_int, "workers", workers)
+        check(optional(positive_int), "max_batch", max_batch)
+        check(non_negative, "max_wait", max_wait)
         self.retry = retry
         self.workers = workers
         self.max_batch = max_batch

@@ -22,6 +22,7 @@ from .._batch import Batch
 from .._errors import ConfigError
 from .._event import Event, rebuild
 from .._retry import RetryPolicy, check_policy
+from .._validators import check, non_negative, positive_int
 from ._context import GiveUp, StageContext, StatsLike
 
 __all__ = (
@@ -121,9 +122,7 @@ def _default_name(kind: str, fn: Callable[..., Any] | None) -> str:
 
 
 def _check_workers(workers: int) -> int:
-    if not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"'workers' must be >= 1: {workers!r}")
-    return workers
+    return check(positive_int, "workers", workers)
 
 
 class Operator:
@@ -547,10 +546,8 @@ class BatchStage:
     workers = 1
 
     def __init__(self, max_size: int, max_wait: float, *, name: str | None = None) -> None:
-        if not isinstance(max_size, int) or max_size < 1:
-            raise ConfigError(f"'max_size' must be >= 1: {max_size!r}")
-        if not max_wait >= 0:
-            raise ConfigError(f"'max_wait' must be >= 0: {max_wait!r}")
+        check(positive_int, "max_size", max_size)
+        check(non_negative, "max_wait", max_wait)
         self.max_size = max_size
         self.max_wait = float(max_wait)
         self.name = name or "batch"
