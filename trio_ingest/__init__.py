@@ -10,6 +10,20 @@ Sources produce, stages transform, sinks write, edges connect::
         sink=ti.sinks.Memory(),
     )
     report = trio.run(pipeline.run)
+
+The import rule. Parts import each other one way only, never back, not even
+inside a function (a lazy import still ties two parts together):
+values -> contracts and connectors -> graph -> runtime -> builders -> observe / testing -> cli.
+
+- values: the private top-level modules (``_event``, ``_batch``, ``_edge``, ``_acks``,
+  ``_retry``, ``_validators``, ...);
+- contracts and connectors: ``sources``, ``sinks``, ``stages`` (the stage protocol);
+- ``graph``: the model, validation and the plan (pure: nothing runs);
+- ``runtime``: runs a plan;
+- builders: ``_pipeline`` (``Graph`` and ``Pipeline`` with ``run()`` / ``serve()``);
+- ``observe`` reads handles and reports; ``testing`` is the test kit; ``cli`` the command.
+
+``tests/test_layers.py`` checks it on the source.
 """
 
 from . import observe as observe
