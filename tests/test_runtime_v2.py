@@ -226,3 +226,39 @@ async def test_stop_is_bounded_when_a_sink_write_is_stuck_in_a_thread() -> None:
         took = time.monotonic() - started
     assert took < 0.5 + ti.runtime.ABORT_CLEANUP_SECONDS + 2.0  # not the 8 s of the thread
     assert report.in_flight == 10 and report.delivered == 0
+
+
+def test_blocked_producers_are_served_fairly() -> None:
+    """Many producers behind a slow sink each get about the same share (FIFO wake-up)."""
+    import trio
+    import trio.testing
+
+    class Slow(ti.Sink):
+        async def write_batch(self, events: Sequence[ti.Event]) -> None:
+            await trio.sleep(0.01)
+
+    counts = [0] * 64
+
+    async def main() -> None:
+        pipeline = ti.Pipeline(
+            ti.sources.from_iterable([]), sink=Slow(), capacity=16, max_batch=4
+        )
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(pipeline.serve)
+
+            async def produce(k: int) -> None:
+                while True:
+                    await handle.send(k)
+                    counts[k] += 1
+
+            async with trio.open_nursery() as producers:
+                for k in range(len(counts)):
+                    producers.start_soon(produce, k)
+                await trio.sleep(20)
+                producers.cancel_scope.cancel()
+            report = await handle.stop(timeout=5)
+        assert report.balanced
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert min(counts) > 0
+    assert max(counts) <= 2 * min(counts), counts
