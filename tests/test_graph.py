@@ -162,8 +162,9 @@ def test_memory_bound_counts_edges_and_batches_in_hand() -> None:
         dead_letter=ti.sinks.Memory(),
     )
     # edges: source->map-2 (map fused into the source), map-2->memory, dead letters: 3 x 100;
-    # in hand: source 10, map-2 3x10, sink 10, dead-letter sink 10
-    assert p.memory_bound() == 300 + 10 + 30 + 10 + 10
+    # in hand: source 10, map-2 3x10, sink 10, dead-letter sink 10; served (the handle
+    # feeds the first stage through an edge of its own): + that edge 100 + the map's 10
+    assert p.memory_bound() == 300 + 10 + 30 + 10 + 10 + 100 + 10
 
 
 def test_memory_bound_counts_every_place_that_holds_events() -> None:
@@ -183,8 +184,9 @@ def test_memory_bound_counts_every_place_that_holds_events() -> None:
     keyed = ti.Pipeline(
         src(), ti.key_by(str), ti.map(str, workers=3), sink=ti.sinks.Memory(), **base  # type: ignore[arg-type]
     )
-    # edges 2 x 100; source 10; 3 workers x 10 + 3 key queues x 20 + the dispatcher's 10; sink 10
-    assert keyed.memory_bound() == 200 + 10 + 30 + 60 + 10 + 10
+    # edges 2 x 100; source 10; 3 workers x 10 + 3 key queues x 20 + the dispatcher's 10;
+    # sink 10; served: + the key_by's own edge 100 and task 10
+    assert keyed.memory_bound() == 200 + 10 + 30 + 60 + 10 + 10 + 100 + 10
 
 
 pytestmark = pytest.mark.anyio

@@ -280,17 +280,19 @@ class GraphModel:
         return seen
 
     def memory_bound(self) -> int:
-        """Most events the running graph holds at once (edges plus batches in hand).
+        """Most events the running graph holds at once, run with ``run()`` or ``serve()``.
 
-        Sum of edge capacities, plus ``max_batch`` per worker of every node
-        (the batch it is processing, and for ordered stages the one waiting
-        for its turn), plus a batch per source read. Payload sizes times this
-        number bound the pipeline's memory.
+        Every place that can hold an event counts (see ``Plan.memory_bound``):
+        edge capacities, and what each worker of each node holds in hand (a
+        batch, a ``batch()`` stage's ``max_size``, a sink's own ``max_batch`` and
+        unflushed ``flush_every``, key queues). Payload sizes times this number
+        bound the pipeline's memory. A serving pipeline keeps an edge after its
+        source (the handle feeds it), so the larger of the two plans counts.
         """
         self.validate()
         from ._plan import compile_plan  # the plan module builds on this one
 
-        return compile_plan(self, serving=False).memory_bound()
+        return max(compile_plan(self, serving=s).memory_bound() for s in (False, True))
 
 
 class PipelineModel(GraphModel):
