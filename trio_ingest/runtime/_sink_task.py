@@ -20,7 +20,7 @@ import anyio.abc
 
 from .._acks import AckToken
 from .._batch import Batch, EventBatch
-from .._edge import Edge
+from .._edge import Edge, EdgeReceiver
 from .._errors import DeadLetterError, IngestError, SinkError
 from .._retry import BreakerState
 from ..sinks._base import Sink
@@ -47,8 +47,8 @@ class _Accumulator:
     when its consumer fails, PEP 789.)
     """
 
-    def __init__(self, edge: Edge, max_size: int, max_wait: float, clock: Any) -> None:
-        self.edge = edge
+    def __init__(self, inbox: EdgeReceiver, max_size: int, max_wait: float, clock: Any) -> None:
+        self.inbox = inbox
         self.max_size = max_size
         self.max_wait = max_wait
         self.clock = clock
@@ -73,7 +73,7 @@ class _Accumulator:
             # and under a mock clock that never advances the loop would spin forever
             with anyio.CancelScope(deadline=self._deadline):
                 try:
-                    got = await self.edge.receive(self.max_size - self._held)
+                    got = await self.inbox.receive(self.max_size - self._held)
                 except anyio.EndOfStream:
                     self.ended = True
                 else:
@@ -151,13 +151,13 @@ class SinkRunner:
                 await self.sink.aclose()
 
     async def _work(self, worker: Worker) -> None:
-        assert worker.inbox is not None
-        edge = worker.inbox.edge
+        inbox = worker.inbox
+        assert inbox is not None
         sink = self.sink
         with worker:
             if sink.max_wait > 0 or sink.buffered:
                 clock = self.rt.loop.clock
-                accumulator = _Accumulator(edge, self.max_batch, sink.max_wait, clock)
+                accumulator = _Accumulator(inbox, self.max_batch, sink.max_wait, clock)
                 while not accumulator.ended:
                     # a buffered sink flushes on age even when no new events come
                     flush_at = self._unflushed_since + sink.flush_interval
@@ -171,7 +171,7 @@ class SinkRunner:
                 return
             while True:
                 try:
-                    batch = await edge.receive(self.max_batch)
+                    batch = await inbox.receive(self.max_batch)
                 except anyio.EndOfStream:
                     return
                 await self._write(worker, batch)
