@@ -302,7 +302,7 @@ class Runtime:
             Event(id=lt.event.id, payload=lt, key=lt.event.key, event_time=lt.event.event_time)
             for lt in letters
         ]
-        await dead.edge.send(Batch(events, list(letters), tokens, trace))
+        await dead.send(Batch(events, list(letters), tokens, trace))
 
     # -- reporting ----------------------------------------------------------------
     def report(self) -> RunReport:
