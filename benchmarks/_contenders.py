@@ -33,6 +33,21 @@ def run_ceiling(n: int) -> Measurement:
     return {"elapsed": time.perf_counter() - start, "count": count}
 
 
+def run_ceiling_reading(n: int) -> Measurement:
+    """The ceiling with a sink's work: the three functions, then ``id`` and ``payload`` of each
+    result read in batches of 256, as a sink reads them, in a plain loop."""
+    data = [(str(i), payload) for i, payload in enumerate(payloads(n))]
+    start = time.perf_counter()
+    seen = 0
+    for lo in range(0, n, BATCH):
+        out = [(ident, F3(F2(F1(payload)))) for ident, payload in data[lo : lo + BATCH]]
+        for ident, payload in out:
+            if ident and payload:
+                seen += 1
+    assert seen == n
+    return {"elapsed": time.perf_counter() - start, "count": seen}
+
+
 def run_trio_per_event(n: int) -> Measurement:
     """Raw Trio: producer -> 3 stages -> counter over memory channels, one event per send."""
     import trio
@@ -379,6 +394,7 @@ def run_sqlite_plain(n: int, commit_every: int = BATCH, synchronous: str = "FULL
 
 CONTENDERS: dict[str, Callable[..., Measurement]] = {
     "ceiling": run_ceiling,
+    "ceiling_reading": run_ceiling_reading,
     "trio_per_event": run_trio_per_event,
     "trio_batched": run_trio_batched,
     "asyncio_queue": run_asyncio_queue,

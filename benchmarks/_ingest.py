@@ -311,8 +311,41 @@ def run_ingest_sqlite(n: int, table: str = "events", workers: int = 1) -> Measur
     return {"elapsed": elapsed, "count": count, "journal_mode": journal}
 
 
+def _reading_sink(ti: Any) -> Any:
+    """A ``ti.Sink`` whose ``write_batch`` reads ``e.id`` and ``e.payload`` of every event."""
+
+    class ReadingSink(ti.Sink):  # type: ignore[misc]  # ti is imported lazily (Any)
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen = 0
+
+        async def write_batch(self, events: Sequence[Any]) -> None:
+            seen = 0
+            for e in events:
+                if e.id and e.payload:
+                    seen += 1
+            self.seen += seen
+
+    return ReadingSink()
+
+
+def run_ingest_reading(n: int, backend: str = "trio") -> Measurement:
+    """trio_ingest: prebuilt events -> map x3 -> a sink reading ``e.id``/``e.payload`` of each."""
+    ti = _import()
+    events = [ti.Event(id=str(i), payload={"value": i}) for i in range(n)]
+    sink = _reading_sink(ti)
+    pipeline = ti.Pipeline(ti.sources.from_iterable(events), *_maps(ti), sink=sink)
+    del events
+    report, elapsed = _run(pipeline, backend)
+    _check(report, n)
+    if sink.seen != n:
+        raise AssertionError(f"the sink read {sink.seen} of {n} events")
+    return {"elapsed": elapsed, "count": report.delivered}
+
+
 CONTENDERS: dict[str, Callable[..., Measurement]] = {
     "trio_ingest": run_ingest,
+    "trio_ingest_reading": run_ingest_reading,
     "trio_ingest_latency": run_ingest_latency,
     "trio_ingest_slow_sink": run_ingest_slow_sink,
     "trio_ingest_flaky": run_ingest_flaky,

@@ -209,6 +209,56 @@ def throughput(cfg: Config, runner: Runner) -> ScenarioResult:
     return result
 
 
+# --------------------------------------------------------------------------- sink feeding
+
+
+def sink_feed(cfg: Config, runner: Runner) -> ScenarioResult:
+    """3 per-event maps into a sink that reads every event's id and payload (any real sink
+    does), and into the Null sink, held against a plain loop doing the same work."""
+    result = ScenarioResult(
+        "sink_feed",
+        "Feeding sinks: 3 maps into a reading sink, against the plain loop",
+        _doc(sink_feed),
+        cfg.command("sink_feed"),
+        [
+            ("label", "contender"),
+            ("n", "events"),
+            ("events_per_s", "events/s"),
+            ("ratio", "x plain loop"),
+            ("runs", "runs"),
+        ],
+    )
+    n = cfg.throughput_n
+    rows = (
+        ("ceiling_reading", "plain loop, reading id and payload", "ceiling_reading"),
+        ("trio_ingest_reading", "trio_ingest -> a reading ti.Sink", "ceiling_reading"),
+        ("ceiling", "plain loop (no sink work)", "ceiling"),
+        ("trio_ingest", "trio_ingest -> Null sink", "ceiling"),
+    )
+    rates: dict[str, float] = {}
+    for contender, label, baseline in rows:
+        outcome = runner.measure(
+            "sink_feed", contender, n, repeat=cfg.repeat, warmup=cfg.warmup(n), label=label
+        )
+        rates[contender] = outcome.rate if outcome.ok else math.nan
+        result.rows.append(
+            {
+                "contender": contender,
+                "label": label,
+                "n": n,
+                "events_per_s": _finite(rates[contender]),
+                "ratio": _finite(rates[contender] / rates[baseline]) if outcome.ok else None,
+                "runs": len(outcome.runs),
+                "status": outcome.status,
+            }
+        )
+    result.notes.append(
+        "Each trio_ingest row is held against the plain loop above it, same run: the reading "
+        "sink against a loop that reads the same fields, the Null sink against the bare loop."
+    )
+    return result
+
+
 # --------------------------------------------------------------------------- batch sizes
 
 
@@ -726,6 +776,7 @@ Scenario = Callable[[Config, Runner], ScenarioResult]
 
 SCENARIOS: dict[str, Scenario] = {
     "throughput": throughput,
+    "sink_feed": sink_feed,
     "batch_size": batch_size,
     "latency": latency,
     "memory": memory,
