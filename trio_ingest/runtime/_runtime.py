@@ -424,7 +424,7 @@ class Runtime:
         end = self.finished_at if self.finished_at is not None else _now_or(self.started_at)
         elapsed = end - self.started_at if self.started_at is not None else 0.0
         in_flight = sum(
-            token.pending for tracker in self.trackers.values() for token in tracker._open
+            token.pending for tracker in self.trackers.values() for token in tracker.open_tokens()
         )
         nodes = {name: s.statistics() for name, s in self.stats.items()}
         if self.dead_letter_runner is not None:
@@ -827,7 +827,7 @@ class SourceRunner(_Runner):
             events = read.events
             n = len(events)
             rejected = read.rejected
-            token = tracker.issue(read.offset, n + len(rejected))
+            token = tracker.lane(read.partition).issue(read.offset, n + len(rejected))
             rt.received += n + len(rejected)
             stats.events_in += n + len(rejected)
             stats.batches += 1
