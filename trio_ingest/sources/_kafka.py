@@ -476,6 +476,7 @@ class Kafka(Source):
         if not tps:
             return
         log.info("Kafka source %s: revoking %s", self.name, tps)
+        self.revokes += 1
         offsets = self._from_loop(self._revoke_wait, tps)
         if offsets:
             self._commit_now(consumer, offsets)
@@ -500,7 +501,6 @@ class Kafka(Source):
 
     async def _revoke_wait(self, tps: list[_TP]) -> list[tuple[str, int, int]]:
         """Stop reading ``tps``, wait (bounded) for their in-flight events, say what to commit."""
-        self.revokes += 1
         for tp in tps:
             self._owned.discard(tp)
             self._revoking.add(tp)
