@@ -194,6 +194,7 @@ class Kafka(Source):
             "group.id": group,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
+            "on_commit": self._on_commit,
         }
         # counters, shown by the CLI
         self.commits = 0  # successful offset commits
@@ -208,7 +209,6 @@ class Kafka(Source):
     def _reset_state(self) -> None:
         self._consumer: Any = None
         self._poll_limiter = anyio.CapacityLimiter(1)
-        self._commit_limiter = anyio.CapacityLimiter(1)
         # everything below is owned by the event loop; the poll thread reaches it
         # only through anyio.from_thread (rebalance callbacks)
         self._buffers: dict[_TP, deque[Any]] = {}
@@ -230,6 +230,7 @@ class Kafka(Source):
         self._stop_poller: anyio.CancelScope | None = None
         self._watermarks_at = 0.0
         self._paused_client = False  # the client thread's view: partitions paused
+        self._recommit = False  # an asynchronous commit failed: commit everything again
 
     # -- life cycle -----------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -524,12 +525,8 @@ class Kafka(Source):
         return issued is None or self._finished.get(tp, -1) >= issued
 
     def _finished_offsets(self, tps: list[_TP]) -> list[tuple[str, int, int]]:
-        out = []
-        for tp in tps:
-            done = self._finished.get(tp)
-            if done is not None and done > self._committed.get(tp, -1):
-                out.append((tp[0], tp[1], done))
-        return out
+        # all of them, even those committed asynchronously already: this one is synchronous
+        return [(tp[0], tp[1], self._finished[tp]) for tp in tps if tp in self._finished]
 
     def _forget(self, tps: list[_TP]) -> None:
         for tp in tps:
@@ -553,7 +550,11 @@ class Kafka(Source):
 
         Offsets of a revoked partition, or of an earlier assignment of it, are
         ignored; those of a partition being revoked are handed to the revoke,
-        which commits them before the rebalance goes on.
+        which commits them before the rebalance goes on. Commits to Kafka are
+        asynchronous (an enqueue, never a wait: a synchronous commit issued
+        while a rebalance is under way waits for the rebalance, which may be
+        waiting for this very commit loop); a failed one is logged and made
+        again at the next call.
         """
         generation = self._generation
         finished = self._finished
@@ -567,31 +568,48 @@ class Kafka(Source):
             self._progress.set()
             self._progress = None
         consumer = self._consumer
-        if consumer is None:
-            return
+        if consumer is None or self._revoking:
+            return  # a revoke is under way: it commits its partitions, the rest come next time
+        if self._recommit:
+            self._recommit = False
+            self._committed.clear()
+        committed = self._committed
         todo = [(t, p, end) for (t, p), end in finished.items()
-                if (t, p) in self._owned and end > self._committed.get((t, p), -1)]
-        if todo:
-            await anyio.to_thread.run_sync(self._commit_now, consumer, todo,
-                                           limiter=self._commit_limiter)
+                if (t, p) in self._owned and end > committed.get((t, p), -1)]
+        if not todo:
+            return
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            consumer.commit(offsets=[TopicPartition(t, p, end) for t, p, end in todo],
+                            asynchronous=True)
+        except (KafkaException, RuntimeError) as exc:  # RuntimeError: closed meanwhile
+            log.warning("Kafka source %s: commit of %s failed (made again next time): %s",
+                        self.name, todo, exc)
+            return
+        for t, p, end in todo:
+            committed[(t, p)] = end
+        self.commits += 1
+
+    def _on_commit(self, err: Any, partitions: list[Any]) -> None:
+        """librdkafka's report of an asynchronous commit (in the client thread)."""
+        failed = [p for p in partitions if p.error is not None]
+        if err is not None or failed:
+            log.warning("Kafka source %s: offset commit failed (made again next time): %s %s",
+                        self.name, err, failed)
+            self._recommit = True
 
     def _commit_now(self, consumer: Any, todo: list[tuple[str, int, int]]) -> None:
-        """In a client thread: one synchronous commit; a failure is logged and retried later."""
+        """In the client thread, inside a revoke: one synchronous commit, before handing over."""
         from confluent_kafka import KafkaException, TopicPartition
 
         try:
             consumer.commit(offsets=[TopicPartition(t, p, end) for t, p, end in todo],
                             asynchronous=False)
-        except KafkaException as exc:
-            log.warning("Kafka source %s: commit of %s failed (retried at the next commit): %s",
-                        self.name, todo, exc)
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("Kafka source %s: commit of revoked %s failed (the next owner "
+                        "redelivers from the last commit): %s", self.name, todo, exc)
             return
-        except RuntimeError as exc:  # the consumer was closed meanwhile
-            log.warning("Kafka source %s: commit of %s skipped: %s", self.name, todo, exc)
-            return
-        committed = self._committed
-        for t, p, end in todo:
-            committed[(t, p)] = end
         self.commits += 1
 
     # -- lag ---------------------------------------------------------------------------
@@ -624,5 +642,5 @@ class Kafka(Source):
         return sorted(self._owned)
 
     def committed_offsets(self) -> Mapping[_TP, int]:
-        """What this member committed, per owned partition (next offset to read)."""
+        """What this member last committed (asynchronously), per owned partition."""
         return dict(self._committed)
