@@ -220,3 +220,42 @@ def test_rebalance_and_graceful_stop_under_load_hand_over_exactly_what_finished(
     messages = consume_all(kafka_bootstrap, topic, n)
     assert sorted(dict(m.headers())["id"].decode() for m in messages) == sorted(
         f"e{i}" for i in range(n))
+
+
+def test_slow_sink_fast_topic_memory_stays_flat_while_lag_grows(
+    kafka_bootstrap: str, kafka_topics: Callable[[int], str], workers_factory: Any
+) -> None:
+    """Backpressure pauses the partitions: librdkafka holds no prefetch for them, so a
+    worker far behind a fast topic keeps its memory (without pausing, librdkafka would
+    prefetch up to queued.max.messages.kbytes, 64 MB by default)."""
+    import psutil
+
+    topic = kafka_topics(2)
+    size = 2000
+    first = produce_n(kafka_bootstrap, topic, 10_000, size)  # 20 MB
+    w = workers_factory(topic, latency="0.5", max_batch="100", capacity="1000")
+    w.start("slow")
+    proc = psutil.Process(w.pid("slow"))
+    wait_for(lambda: w.count("events") >= 200, 60, "the slow worker under way")
+
+    def peak_rss(seconds: float) -> int:
+        peak, end = 0, time.monotonic() + seconds
+        while time.monotonic() < end:
+            peak = max(peak, proc.memory_info().rss)
+            time.sleep(0.05)
+        return peak
+
+    def lag(ends: dict[int, int]) -> int:
+        done = committed(kafka_bootstrap, w.group, topic, 2)
+        return sum(end - max(done[p], 0) for p, end in ends.items())
+
+    before = peak_rss(2.0)
+    lag_before = lag(first)
+    second = produce_n(kafka_bootstrap, topic, 30_000, size)  # 60 MB more, fast
+    ends = {p: first.get(p, 0) + second.get(p, 0) for p in range(2)}
+    after = peak_rss(4.0)
+    lag_after = lag(ends)
+    assert lag_after - lag_before > 25_000  # the topic ran far ahead of the worker
+    assert after - before < 25 * 2**20, (before, after)  # ... and memory did not follow
+    summary = w.stop("slow")
+    assert summary["pauses"] >= 1
