@@ -66,6 +66,16 @@ async def test_four_partitions_into_sqlite_exact_rows_and_commits_at_the_ends(
         # the commit loop runs every commit_interval: wait for the group to hold the ends
         await wait_until(lambda: committed(kafka_bootstrap, group, topic, 4) == ends, 30,
                          f"commits at the end offsets {ends}")
+        # lag per partition, exported: everything was read, so 0 on each of the four
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry()
+        registry.register(ti.observe.PrometheusCollector(pipeline))
+        text = generate_latest(registry).decode()
+        for p in range(4):
+            assert (f'trio_ingest_source_partition_lag{{partition="{topic}/{p}",'
+                    f'source="kafka"}} 0.0') in text
+        assert source.lag() == 0
         report = await handle.stop(10)
     assert report.delivered == n and report.dead_lettered == 0 and report.in_flight == 0
     with sqlite3.connect(db) as conn:
