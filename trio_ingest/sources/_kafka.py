@@ -57,7 +57,9 @@ import anyio.from_thread
 import anyio.to_thread
 
 from .._errors import ConfigError, SourceError
-from .._event import DeadLetter, Event
+from .._event import _NO_HEADERS, DeadLetter, Event
+from .._event import _new as _new_event
+from .._event import _set as _set_field
 from ._base import Read, Source
 
 __all__ = ("Kafka",)
@@ -319,26 +321,33 @@ class Kafka(Source):
             await self._readable.wait()
 
     def _to_read(self, tp: _TP, messages: list[Any]) -> Read:
+        """Messages of one partition -> events (or dead letters); the hot path of the source."""
         topic, partition = tp
+        prefix = f"{topic}/{partition}/"
         events: list[Event] = []
+        append = events.append
         rejected: list[DeadLetter] = []
         id_field = self.id_field
         id_header = self.id_header
+        fast = _fast_loads
+        new, put = _new_event, _set_field
+        now = time.time()
         for msg in messages:
-            offset = msg.offset()
-            where = f"{topic}/{partition}/{offset}"
             raw_headers = msg.headers()
-            headers = {k: _text(v) for k, v in raw_headers} if raw_headers else {}
+            headers: Mapping[str, str] = _NO_HEADERS
+            if raw_headers:
+                headers = {k: "" if v is None else v.decode("utf-8", "replace")
+                           for k, v in raw_headers}
             kind, stamp = msg.timestamp()
-            event_time = stamp / 1000.0 if kind and stamp >= 0 else time.time()
             raw_key = msg.key()
-            key = raw_key.decode("utf-8", errors="replace") if raw_key is not None else None
-            value = msg.value()
             try:
+                value = msg.value()
                 if value is None:
                     raise ValueError("the message has no value (a tombstone)")
-                payload = _loads(value)
-                ident = where
+                try:
+                    payload = fast(value) if fast is not None else _loads(value)
+                except ValueError:
+                    payload = _loads(value)  # json decides, with its own message
                 if id_field is not None:
                     if not isinstance(payload, dict) or id_field not in payload:
                         raise ValueError(f"no {id_field!r} field in the payload")
@@ -347,22 +356,36 @@ class Kafka(Source):
                         raise ValueError(f"the {id_field!r} field is empty")
                 elif id_header is not None and headers.get(id_header):
                     ident = headers[id_header]
-                events.append(Event(id=ident, payload=payload, key=key, event_time=event_time,
-                                    headers=headers))
+                else:
+                    ident = prefix + str(msg.offset())
             except ValueError as exc:  # json errors are ValueErrors too
-                raw = _text(value)[:1000]
-                event = Event(id=where, payload=raw, key=key, event_time=event_time,
-                              headers={**headers, "kafka": where})
-                letter = DeadLetter.from_exception(event, self.name, exc, 1)
-                rejected.append(DeadLetter(
-                    event=event, node=self.name, error_type=letter.error_type,
-                    error=f"bad message {where}: {letter.error}", attempts=1,
-                ))
+                rejected.append(self._bad_message(prefix + str(msg.offset()), msg, headers, exc))
+                continue
+            # built without re-validating: the id was checked above (a non-empty str)
+            event = new(Event)
+            put(event, "id", ident)
+            put(event, "payload", payload)
+            put(event, "key", None if raw_key is None else raw_key.decode("utf-8", "replace"))
+            put(event, "event_time", stamp / 1000.0 if kind and stamp >= 0 else now)
+            put(event, "headers", headers)
+            append(event)
         end = messages[-1].offset() + 1
         self._issued[tp] = end
         generation = self._generation[tp]
         return Read(events, offset=(topic, partition, generation, end), rejected=rejected,
                     partition=(topic, partition, generation))
+
+    def _bad_message(self, where: str, msg: Any, headers: Mapping[str, str],
+                     exc: Exception) -> DeadLetter:
+        kind, stamp = msg.timestamp()
+        raw_key = msg.key()
+        event = Event(id=where, payload=_text(msg.value())[:1000],
+                      key=None if raw_key is None else _text(raw_key),
+                      event_time=stamp / 1000.0 if kind and stamp >= 0 else time.time(),
+                      headers={**headers, "kafka": where})
+        letter = DeadLetter.from_exception(event, self.name, exc, 1)
+        return DeadLetter(event=event, node=self.name, error_type=letter.error_type,
+                          error=f"bad message {where}: {letter.error}", attempts=1)
 
     def _wake_readers(self) -> None:
         if self._readable is not None:
@@ -439,17 +462,23 @@ class Kafka(Source):
         buffers = self._buffers
         owned = self._owned
         taken = 0
-        for msg in messages:
-            tp = (msg.topic(), msg.partition())
-            if tp not in owned:
-                continue  # revoked while this batch was on its way: the next owner reads it
-            buffer = buffers.get(tp)
-            if buffer is None:
-                buffer = buffers[tp] = deque()
-            if not buffer:
-                self._turn.append(tp)
-            buffer.append(msg)
-            taken += 1
+        i, n = 0, len(messages)
+        while i < n:  # librdkafka hands out runs of one partition: one lookup per run
+            first = messages[i]
+            topic, partition = first.topic(), first.partition()
+            j = i + 1
+            while j < n and messages[j].partition() == partition and messages[j].topic() == topic:
+                j += 1
+            tp = (topic, partition)
+            if tp in owned:  # else revoked while this batch was on its way: the next owner reads it
+                buffer = buffers.get(tp)
+                if buffer is None:
+                    buffer = buffers[tp] = deque()
+                if not buffer:
+                    self._turn.append(tp)
+                buffer.extend(messages[i:j])
+                taken += j - i
+            i = j
         if taken:
             self._buffered += taken
             self._wake_readers()
