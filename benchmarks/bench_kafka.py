@@ -8,7 +8,9 @@ JSON messages (200k; quick: 20k), written by a plain producer, then:
 
 - consume -> Null, in this process, same run, interleaved ``--repeat`` times
   (median): ``plain loop`` (the baseline: ``Consumer.consume(1000)``, JSON
-  decode of every value, one asynchronous commit per batch) against
+  decode of every value, one asynchronous commit per batch), ``plain loop +
+  headers`` (also reading each message's headers, the ``id`` header the sink
+  writes: librdkafka's header extraction is a large part of a message's cost) against
   ``trio_ingest`` (``Pipeline(sources.Kafka(...), sink=sinks.Null())`` on Trio:
   decoding into Events, per-partition acks, commits after the sink). Each on a
   fresh group; the clock starts at the first message (the group join, ~3 s
@@ -136,8 +138,9 @@ def produce_trio_ingest(bootstrap: str, topic: str, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-def consume_plain(bootstrap: str, topic: str, n: int) -> float:
-    """The baseline: consume(1000), decode every value, commit each batch asynchronously."""
+def consume_plain(bootstrap: str, topic: str, n: int, *, headers: bool = False) -> float:
+    """The baseline: consume(1000), decode every value, commit each batch asynchronously
+    (``headers``: also read each message's headers into a dict, as the source does)."""
     from confluent_kafka import Consumer
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"plain-{uuid.uuid4()}",
@@ -156,6 +159,8 @@ def consume_plain(bootstrap: str, topic: str, n: int) -> float:
             for msg in batch:
                 if msg.error() is None:
                     json.loads(msg.value())
+                    if headers:
+                        {k: v.decode() for k, v in msg.headers() or ()}
                     got += 1
             consumer.commit(asynchronous=True)
         assert started is not None
@@ -172,10 +177,10 @@ def consume_trio_ingest(bootstrap: str, topic: str, n: int) -> float:
     async def main() -> float:
         async with trio.open_nursery() as nursery:
             handle = await nursery.start(pipeline.serve)
-            while handle.report().delivered == 0:
+            while handle.report().delivered == 0:  # noqa: ASYNC110 -- polling a counter
                 await trio.sleep(0.005)
             started = time.perf_counter()
-            while handle.report().delivered < n:
+            while handle.report().delivered < n:  # noqa: ASYNC110 -- polling a counter
                 await trio.sleep(0.005)
             elapsed = time.perf_counter() - started
             await handle.stop(30)
@@ -242,15 +247,19 @@ def run_all(bootstrap: str, *, quick: bool, repeat: int | None) -> dict[str, Any
     out_topic = f"bench-out-{uuid.uuid4().hex[:8]}"
     _create_topic(bootstrap, out_topic)
     ti_produce = produce_trio_ingest(bootstrap, out_topic, n)
-    consume: dict[str, list[float]] = {"plain loop": [], "trio_ingest": []}
+    consume: dict[str, list[float]] = {"plain loop": [], "plain loop + headers": [],
+                                       "trio_ingest": []}
     for _ in range(runs):
         consume["plain loop"].append(consume_plain(bootstrap, topic, n))
+        consume["plain loop + headers"].append(consume_plain(bootstrap, topic, n, headers=True))
         consume["trio_ingest"].append(consume_trio_ingest(bootstrap, topic, n))
     workers = {f"{k} worker{'s' if k > 1 else ''}": scale_out(bootstrap, topic, ends, k)
                for k in (1, 2)}
     medians = {k: statistics.median(v) for k, v in consume.items()}
     ratios = {
         "consume trio_ingest / plain loop": medians["trio_ingest"] / medians["plain loop"],
+        "consume trio_ingest / plain loop + headers":
+            medians["trio_ingest"] / medians["plain loop + headers"],
         "produce trio_ingest / plain loop": ti_produce / plain_produce,
         "2 workers / 1 worker": workers["2 workers"] / workers["1 worker"],
     }
