@@ -7,7 +7,7 @@ time run under Trio with ``MockClock(autojump_threshold=0)`` through the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import trio.testing
@@ -72,3 +72,42 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     keys = redis_command(redis_url, "KEYS", f"{name}*")
     if keys:
         redis_command(redis_url, "DEL", *keys)
+
+
+# -- Kafka (tansu) ----------------------------------------------------------------
+# .ci/run starts tansu (a Kafka-protocol broker) on a free loopback port and
+# exports its address; locally, export TRIO_INGEST_KAFKA=127.0.0.1:PORT yourself.
+
+
+@pytest.fixture
+def kafka_bootstrap() -> str:
+    """The broker's ``host:port``; skip (fail under CI=true) when there is none."""
+    address = os.environ.get("TRIO_INGEST_KAFKA")
+    if not address:
+        message = "no Kafka broker: TRIO_INGEST_KAFKA=host:port is not set (.ci/run sets it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI requires it", pytrace=False)
+        pytest.skip(message)
+    host, _, port = address.rpartition(":")
+    require_service("Kafka (tansu)", host, int(port))
+    return address
+
+
+@pytest.fixture
+def kafka_topics(kafka_bootstrap: str) -> Iterator[Callable[[int], str]]:
+    """``make(partitions) -> topic``: unique topics, deleted after the test."""
+    import uuid
+
+    from kafka_factory import create_topic, delete_topics
+
+    made: list[str] = []
+
+    def make(partitions: int = 4) -> str:
+        name = f"ti-test-{uuid.uuid4().hex[:10]}"
+        create_topic(kafka_bootstrap, name, partitions)
+        made.append(name)
+        return name
+
+    yield make
+    if made:
+        delete_topics(kafka_bootstrap, made)

@@ -6,6 +6,10 @@ finished when a sink wrote it, the dead-letter sink took it, or a filter
 dropped it. A source may commit a read's offset only when that read *and every
 earlier read* is finished: :class:`AckTracker` keeps that watermark, whatever
 order completions arrive in. All bookkeeping is per batch, not per event.
+
+A partitioned source (Kafka) tags each read with a partition: the tracker then
+keeps one watermark per partition (a *lane*, :meth:`AckTracker.lane`), so a
+slow partition holds back only its own commits.
 """
 
 from __future__ import annotations
@@ -34,11 +38,21 @@ class AckToken:
 
 
 class AckTracker:
-    """The reads of one source in order, and the prefix of them that is finished."""
+    """The reads of one source in order, and the prefix of them that is finished.
 
-    __slots__ = ("_changed", "_committable", "_open", "committed", "keeps_offsets", "name")
+    The reads of a partitioned source go to one lane per partition (trackers
+    of their own, made by :meth:`lane`); the source's tracker gathers their
+    committable offsets and wakes its committer for all of them.
+    """
 
-    def __init__(self, name: str, *, keeps_offsets: bool = True) -> None:
+    __slots__ = (
+        "_changed", "_committable", "_lanes", "_open", "_ready", "_root", "committed",
+        "keeps_offsets", "name",
+    )
+
+    def __init__(
+        self, name: str, *, keeps_offsets: bool = True, root: AckTracker | None = None
+    ) -> None:
         self.name = name
         # an intake with nothing to commit (the embedding handle) keeps no offsets:
         # the finished prefix is forgotten as it forms, so memory stays flat
@@ -46,7 +60,21 @@ class AckTracker:
         self._open: deque[AckToken] = deque()
         self._committable: list[Any] = []
         self._changed: anyio.Event | None = None
+        self._root = root  # the source's tracker, when this is the lane of one partition
+        self._lanes: dict[Any, AckTracker] = {}
+        self._ready: dict[int, AckTracker] = {}  # lanes with committable offsets, by id
         self.committed: Any = None  # the last offset handed to the source's commit()
+
+    def lane(self, partition: Any) -> AckTracker:
+        """The tracker of the reads of ``partition`` (this one for ``None``)."""
+        if partition is None:
+            return self
+        lane = self._lanes.get(partition)
+        if lane is None:
+            lane = self._lanes[partition] = AckTracker(
+                f"{self.name}[{partition!r}]", keeps_offsets=self.keeps_offsets, root=self
+            )
+        return lane
 
     def issue(self, offset: Any, count: int) -> AckToken:
         """Register a read of ``count`` events ending at ``offset``."""
@@ -59,12 +87,19 @@ class AckTracker:
     @property
     def open_reads(self) -> int:
         """Reads not yet committable (some event of theirs, or of an earlier read, is open)."""
-        return len(self._open)
+        return len(self._open) + sum(len(lane._open) for lane in self._lanes.values())
+
+    def open_tokens(self) -> list[AckToken]:
+        """The reads not yet committable, of every lane."""
+        tokens = list(self._open)
+        for lane in self._lanes.values():
+            tokens.extend(lane._open)
+        return tokens
 
     @property
     def pending_events(self) -> int:
-        """Events (and copies) of this intake not yet finished."""
-        return sum(token.pending for token in self._open)
+        """Events (and copies) of this intake not yet finished, in every lane."""
+        return sum(token.pending for token in self.open_tokens())
 
     def lowest_open_offset(self) -> Any:
         """Offset of the oldest read still open, or ``None`` when all are finished."""
@@ -80,18 +115,33 @@ class AckTracker:
             else:
                 self.committed = offset
             moved = True
-        if moved and self.keeps_offsets and self._changed is not None:
-            self._changed.set()
-            self._changed = None
+        if not moved or not self.keeps_offsets:
+            return
+        root = self
+        if self._root is not None:
+            root = self._root
+            root._ready[id(self)] = self
+        if root._changed is not None:
+            root._changed.set()
+            root._changed = None
 
     def take_committable(self) -> list[Any]:
-        """Return, and forget, the offsets that became committable, in read order."""
+        """Return, and forget, the offsets that became committable, in read order.
+
+        With lanes: this tracker's own offsets, then each ready lane's, each in
+        its own read order.
+        """
         ready, self._committable = self._committable, []
+        if self._ready:
+            lanes, self._ready = self._ready, {}
+            for lane in lanes.values():
+                ready.extend(lane._committable)
+                lane._committable = []
         return ready
 
     async def wait_changed(self) -> None:
-        """Wait until more offsets become committable."""
-        if self._committable:
+        """Wait until more offsets become committable (in any lane)."""
+        if self._committable or self._ready:
             return
         if self._changed is None:
             self._changed = anyio.Event()

@@ -208,14 +208,21 @@ class PrometheusCollector:
             "How far each source is behind the head of its log (sources that know it).",
             labels=["source"],
         )
+        partition_lag = GaugeMetricFamily(
+            "trio_ingest_source_partition_lag",
+            "Messages not yet read, per partition of a partitioned source (Kafka).",
+            labels=["source", "partition"],
+        )
         for name, source in view.sources().items():
+            for partition, value in source.get("partition_lag", {}).items():
+                partition_lag.add_metric([name, partition], value)
             offset = source["committed"]
             if isinstance(offset, int | float) and not isinstance(offset, bool):
                 committed.add_metric([name], offset)
             open_reads.add_metric([name], source["open_reads"])
             if source["lag"] is not None:
                 lag.add_metric([name], source["lag"])
-        yield from (committed, open_reads, lag)
+        yield from (committed, open_reads, lag, partition_lag)
 
 
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:

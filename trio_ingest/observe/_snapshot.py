@@ -107,6 +107,9 @@ class PipelineView:
         for name, node in self._graph.nodes.items():
             if node.role == "source":
                 out[name] = {"committed": None, "open_reads": 0, "lag": _lag(node.obj)}
+                parts = _partition_lag(node.obj)
+                if parts is not None:  # a partitioned source (Kafka): lag per partition
+                    out[name]["partition_lag"] = parts
         if rt is not None:
             for name, tracker in rt.ledger.trackers.items():
                 entry = out.setdefault(name, {"committed": None, "open_reads": 0, "lag": None})
@@ -193,6 +196,20 @@ def _zero_latency() -> dict[str, Any]:
     s = Histogram().statistics()
     return {"count": s.count, "p50": s.p50, "p95": s.p95, "p99": s.p99, "max": s.max,
             "sum": s.sum}
+
+
+def _partition_lag(source: object) -> dict[str, float] | None:
+    probe = getattr(source, "partition_lag", None)
+    if not callable(probe):
+        return None
+    try:
+        value = probe()
+    except Exception:  # noqa: BLE001 -- a failing optional probe must not break a scrape
+        return None
+    if not isinstance(value, dict):
+        return None
+    return {str(k): float(v) for k, v in value.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def _lag(source: object) -> float | None:

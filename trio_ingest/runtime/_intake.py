@@ -79,10 +79,15 @@ class Intake:
     def closed(self) -> bool:
         return all(s.closed for s in self.senders)
 
-    def enter(self, events: list[Event], offset: Any, rejected: int = 0) -> AckToken:
-        """Admit a read of ``events`` (plus ``rejected`` records) ending at ``offset``."""
+    def enter(
+        self, events: list[Event], offset: Any, rejected: int = 0, partition: Any = None
+    ) -> AckToken:
+        """Admit a read of ``events`` (plus ``rejected`` records) ending at ``offset``.
+
+        A read of a ``partition`` joins that partition's commit watermark (its lane).
+        """
         n = len(events) + rejected
-        token = self.ledger.admit(self.tracker, offset, n)
+        token = self.ledger.admit(self.tracker.lane(partition), offset, n)
         stats = self.stats
         stats.events_in += n
         stats.events_out += len(events)

@@ -107,7 +107,7 @@ class SourceRunner:
                 )
             events = read.events
             rejected = read.rejected
-            token = intake.enter(events, read.offset, len(rejected))
+            token = intake.enter(events, read.offset, len(rejected), read.partition)
             if rejected:
                 await rt.dead_letter_records(worker, stats, rejected, token)
             if not events:

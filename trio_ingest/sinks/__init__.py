@@ -17,9 +17,12 @@ _LAZY = {
     "Postgres": "._postgres",
     "Parquet": "._parquet",
     "RedisStreams": "._redis",
+    "Kafka": "._kafka",
 }
 
-__all__ = ("JsonLines", "Memory", "Null", "Parquet", "Postgres", "RedisStreams", "SQLite", "Sink")
+__all__ = (
+    "JsonLines", "Kafka", "Memory", "Null", "Parquet", "Postgres", "RedisStreams", "SQLite", "Sink",
+)
 
 
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

@@ -18,12 +18,14 @@ _LAZY = {
     "JsonLines": "._files",
     "CSV": "._files",
     "RedisStreams": "._redis",
+    "Kafka": "._kafka",
 }
 
 __all__ = (
     "CSV",
     "FromIterable",
     "JsonLines",
+    "Kafka",
     "Read",
     "RedisStreams",
     "Source",

@@ -23,11 +23,17 @@ class Read:
         rejected: Records that could not become events (bad JSON, missing id...);
             the runtime dead-letters them with their reason. They belong to this
             read, so its offset commits only after they are dead-lettered.
+        partition: For a partitioned source (Kafka), the partition this read
+            came from (any hashable). The runtime then keeps one commit
+            watermark per partition: an offset is handed to ``commit`` once this
+            read and every earlier read *of the same partition* is finished.
+            ``None`` (the default): one watermark for all reads.
     """
 
     events: list[Event]
     offset: Any = None
     rejected: list[DeadLetter] = attrs.field(factory=list)
+    partition: Any = None
 
 
 class Source:
@@ -78,8 +84,11 @@ class Source:
         """Persist progress: ``offsets`` are of reads now finished, oldest first.
 
         Every read before them is finished too, so a source with a single
-        position needs only ``offsets[-1]``. Called shielded from cancellation
-        with a time bound.
+        position needs only ``offsets[-1]``. For a source whose reads name a
+        ``partition``, ``offsets`` gathers the finished reads of every
+        partition (each partition's in read order, every earlier read of that
+        partition finished): the offsets themselves must say their partition.
+        Called shielded from cancellation with a time bound.
         """
 
     # Optional: ``open_resources(self) -> AbstractAsyncContextManager``. A connector
