@@ -36,6 +36,7 @@ that is written to the JSON file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
 import json
@@ -224,6 +225,96 @@ def _rows_in(root: Path) -> int:
     import pyarrow.parquet as pq
 
     return int(pq.read_table(root).num_rows)
+
+
+# -- SQLite contenders ----------------------------------------------------------------------
+
+SQLITE_TABLE = "events"
+
+
+def sqlite_plain(path: Path, events: list[ti.Event], batch: int = 1_000) -> None:
+    """Plain sqlite3: json.dumps + executemany INSERT OR IGNORE, a transaction per 1000 rows.
+
+    The same table, pragmas (WAL, synchronous=FULL) and columns as ``sinks.SQLite``.
+    """
+    import sqlite3
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {SQLITE_TABLE} (id TEXT PRIMARY KEY NOT NULL, key, "
+            "event_time REAL, payload TEXT, ingested_at REAL)"
+        )
+        insert = (
+            f"INSERT OR IGNORE INTO {SQLITE_TABLE} (id, key, event_time, payload, ingested_at) "
+            "VALUES (?, ?, ?, ?, ?)"
+        )
+        dumps = json.dumps
+        for start in range(0, len(events), batch):
+            now = time.time()
+            rows = [
+                (e.id, e.key, e.event_time, dumps(e.payload), now)
+                for e in events[start : start + batch]
+            ]
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(insert, rows)
+            conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def sqlite_trio_ingest(path: Path, events: list[ti.Event]) -> None:
+    """trio_ingest: from_iterable -> sinks.SQLite(path, table) with default settings, on Trio."""
+    pipeline = ti.Pipeline(
+        ti.sources.from_iterable(events), sink=ti.sinks.SQLite(path, SQLITE_TABLE)
+    )
+    report = trio.run(pipeline.run)
+    if report.delivered != len(events):
+        raise RuntimeError(f"trio_ingest delivered {report.delivered} of {len(events)}")
+
+
+def bench_sqlite(n: int, repeat: int) -> dict[str, Any]:
+    """Rows/s into SQLite: sinks.SQLite with its defaults vs a plain sqlite3 script."""
+    import sqlite3
+
+    events = make_events(n)
+    base = Path(tempfile.mkdtemp(prefix="bench_sinks_sqlite_"))
+    path = base / "bench.sqlite"
+
+    def setup() -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+    def count() -> int:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            return int(conn.execute(f"SELECT count(*) FROM {SQLITE_TABLE}").fetchone()[0])
+
+    try:
+        results = _race(
+            [
+                (
+                    "plain_sqlite3",
+                    "sqlite3 json.dumps + executemany INSERT OR IGNORE per 1000 rows",
+                    lambda: sqlite_plain(path, events),
+                ),
+                (
+                    "trio_ingest",
+                    "trio_ingest sinks.SQLite(path, table) (defaults)",
+                    lambda: sqlite_trio_ingest(path, events),
+                ),
+            ],
+            n, repeat, setup, count,
+        )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return {
+        "status": "ok",
+        "rows": n,
+        "contenders": results,
+        "trio_ingest_vs_plain": _ratio(results["trio_ingest"], results["plain_sqlite3"]),
+    }
 
 
 # -- timing ---------------------------------------------------------------------------------
