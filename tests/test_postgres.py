@@ -300,7 +300,7 @@ async def test_rows_the_server_rejects_are_dead_lettered_with_its_message(
     assert set(letters) == bad
     assert 'violates check constraint "' in letters["hot"].error
     assert "invalid input syntax for type double precision" in letters["text"].error
-    assert "not JSON compliant" in letters["nan-json"].error
+    assert "field 'bad' is nan (JSON has no NaN or infinity)" in letters["nan-json"].error
     assert "0x00" in letters["nul"].error
     assert letters["hot"].error_type == "trio_ingest._errors.PermanentError"
     assert all(lt.node == "postgres" for lt in letters.values())
@@ -335,7 +335,7 @@ async def test_as_the_dead_letter_sink_it_stores_the_records(
     [(inf_id, _, inf_letter), (nul_id, nul_key, nul_letter)] = rows
     assert (inf_id, nul_id) == ("3", "7")
     assert inf_letter["node"] == "postgres" and inf_letter["attempts"] == 1
-    assert "Out of range float values are not JSON compliant" in inf_letter["error"]
+    assert "field 'n' is inf (JSON has no NaN or infinity)" in inf_letter["error"]
     assert inf_letter["event"]["payload"] == {"n": "inf"}
     assert "0x00" in nul_letter["error"] and nul_key == "nul\\x00key"
     assert nul_letter["event"]["key"] == "nul\\x00key"

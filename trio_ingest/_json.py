@@ -11,8 +11,8 @@ A :class:`~trio_ingest.DeadLetter` record always encodes (recording a failure
 must never fail): what JSON cannot hold in it is written as text (``"nan"``,
 ``repr`` of an unknown object).
 
-Beyond plain JSON values, objects with ``to_dict()`` of this package (events
-and dead letters) and any mapping encode as objects; dates, times, UUIDs,
+Beyond plain JSON values, any mapping and any object with a ``to_dict()``
+method (events, dead letters) encode as objects; dates, times, UUIDs,
 dataclasses and enums as orjson writes them; integers past 64 bits and strings
 with lone surrogates through the standard library (escaped).
 """
@@ -22,12 +22,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
-from ._errors import PermanentError
+from ._errors import NotJsonError
 from ._event import DeadLetter, Event
 
 __all__ = ("NotJsonError", "dumps", "dumps_record", "dumps_text", "key_text")
@@ -40,40 +40,43 @@ _NULL = b"null"
 _MAX_DEPTH = 256
 
 
-class NotJsonError(PermanentError, ValueError):
-    """A value cannot be written as JSON: NaN or infinity, or a type JSON has no form for.
-
-    A data error: the runtime dead-letters the event (retrying cannot help).
-    """
-
-
 def _default(value: Any) -> Any:
-    if value.__class__ is DeadLetter or value.__class__ is Event:
-        return value.to_dict()
     if isinstance(value, Mapping):
         return dict(value)
+    to_dict = getattr(value, "to_dict", None)  # events, dead letters, records of users
+    if callable(to_dict):
+        return to_dict()
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def dumps(value: Any, *, what: str = "value", sort_keys: bool = False) -> bytes:
+def dumps(
+    value: Any,
+    *,
+    what: str = "value",
+    sort_keys: bool = False,
+    default: Callable[[Any], Any] | None = None,
+) -> bytes:
     """``value`` as compact UTF-8 JSON.
 
     Args:
         value: What to encode.
         what: How the error names ``value`` (``"payload of event 'e1'"``).
         sort_keys: Write object keys sorted (one text for equal values).
+        default: Called with an object of a type the encoder does not know, returns
+            something it does (as ``json.dumps``'s ``default``).
 
     Raises:
         NotJsonError: ``value`` holds NaN or infinity (the message names the
             field), or something JSON has no form for. Never for a
             :class:`~trio_ingest.DeadLetter`.
     """
+    hook = _default if default is None else _chained(default)
     try:
-        data = _orjson_dumps(value, default=_default, option=_SORTED if sort_keys else _OPTIONS)
+        data = _orjson_dumps(value, default=hook, option=_SORTED if sort_keys else _OPTIONS)
     except TypeError as exc:
         if value.__class__ is DeadLetter:
             return dumps_record(value)
-        data = _stdlib(value, what, exc, sort_keys)
+        data = _stdlib(value, what, exc, sort_keys, hook)
     if _NULL in data:  # orjson wrote NaN and infinity as null: was there one?
         found = _non_finite(value)
         if found is not None:
@@ -125,11 +128,22 @@ def key_text(key: Any) -> str | None:
         return dumps_record(key).decode()
 
 
-def _stdlib(value: Any, what: str, error: TypeError, sort_keys: bool) -> bytes:
+def _chained(default: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def hook(value: Any) -> Any:
+        if isinstance(value, Mapping) or callable(getattr(value, "to_dict", None)):
+            return _default(value)
+        return default(value)
+
+    return hook
+
+
+def _stdlib(
+    value: Any, what: str, error: TypeError, sort_keys: bool, hook: Callable[[Any], Any]
+) -> bytes:
     """What orjson refused, through ``json`` (big integers, lone surrogates), or the error."""
     try:
         return json.dumps(
-            value, default=_default, allow_nan=False, separators=(",", ":"), sort_keys=sort_keys
+            value, default=hook, allow_nan=False, separators=(",", ":"), sort_keys=sort_keys
         ).encode()
     except (TypeError, ValueError, RecursionError):
         found = _non_finite(value)
@@ -148,10 +162,12 @@ def _children(value: Any) -> list[tuple[Any, Any]] | None:
         return list(value.items())
     if isinstance(value, list | tuple):
         return [(i, v) for i, v in enumerate(value)]
-    if value.__class__ is DeadLetter or value.__class__ is Event:
-        return list(value.to_dict().items())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        as_dict = to_dict()
+        return list(as_dict.items()) if isinstance(as_dict, Mapping) else [("to_dict()", as_dict)]
     return None
 
 

@@ -19,9 +19,7 @@ inserted in id order so two workers never deadlock on each other's keys.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import json
 import logging
 import math
 import os
@@ -34,7 +32,8 @@ import anyio.to_thread
 
 from .._errors import ConfigError, PermanentError, SinkError, TransientError
 from .._event import DeadLetter, Event
-from ._base import Sink
+from .._json import dumps_text, key_text
+from ._base import Sink, columns
 
 try:
     import psycopg
@@ -99,20 +98,10 @@ def _text(value: Any) -> str | None:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, dict | list | tuple):
-        return _DUMPS(value)
+        return dumps_text(value)
     if hasattr(value, "isoformat"):
         return str(value.isoformat())
     return str(value)
-
-
-def _json_default(value: Any) -> Any:
-    """JSON for what ``json`` does not know: values with ``to_dict()`` (a dead letter), dates."""
-    to_dict = getattr(value, "to_dict", None)
-    if callable(to_dict):
-        return to_dict()
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return value.isoformat()
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _lenient(value: Any) -> Any:
@@ -137,14 +126,10 @@ def _lenient(value: Any) -> Any:
     return _lenient(repr(value))
 
 
-#: Compact JSON; NaN and Infinity are refused (jsonb would refuse them too, less clearly).
-_DUMPS = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_json_default).encode
-
-
 def _key_text(key: Any) -> str | None:
-    if key is None or isinstance(key, str):
-        return key
-    return json.dumps(key, separators=(",", ":"), default=str)
+    if key is None or key.__class__ is str:
+        return key  # type: ignore[no-any-return]
+    return key_text(key)
 
 
 def _classify(exc: BaseException) -> SinkError:
@@ -524,48 +509,54 @@ class Postgres(Sink):
         self.duplicates_skipped += len(events) - inserted
 
     def _rows(self, events: Sequence[Event]) -> list[tuple[Any, ...]]:
-        """The COPY rows of ``events``: one comprehension, or the slow path naming a bad event.
+        """The COPY rows of ``events``: a few list passes, or the slow path naming a bad event.
 
         Raises:
             PermanentError: An event's payload is not JSON, its event time not a
                 number, or (with ``columns=``) its payload not a mapping.
         """
-        dumps = _DUMPS
+        cols = columns(events)
         fields = tuple(self.columns)
+        payloads = cols.payloads
         try:
-            if self.store_payload and not fields and not any(
-                e.payload.__class__ is DeadLetter for e in events
-            ):
-                return [
-                    (
-                        e.id,
-                        e.key if e.key is None or e.key.__class__ is str else _key_text(e.key),
-                        float(e.event_time),
-                        dumps(e.payload),
-                    )
-                    for e in events
+            if DeadLetter not in set(map(type, payloads)):
+                parts: list[list[Any]] = [
+                    cols.ids,
+                    [k if k is None or k.__class__ is str else key_text(k) for k in cols.keys],
+                    list(map(float, cols.event_times)),
                 ]
-            return [self._row(e, fields) for e in events]
+                if self.store_payload:
+                    parts.append(list(map(dumps_text, payloads)))
+                if fields:
+                    if not all(isinstance(p, Mapping) for p in payloads):
+                        raise TypeError("a payload is not a mapping")
+                    parts.extend([_text(p.get(f)) for p in payloads] for f in fields)
+                return list(zip(*parts, strict=True))
         except (TypeError, ValueError, AttributeError):
             pass
-        for e in events:  # find the event that failed, for its dead letter
+        rows = []
+        for ident, payload, key, event_time in zip(
+            cols.ids, payloads, cols.keys, cols.event_times, strict=True
+        ):  # one by one: a dead letter is made storable, a bad event is named
             try:
-                self._row(e, fields)
+                rows.append(self._row(ident, payload, key, event_time, fields))
             except (TypeError, ValueError, AttributeError) as exc:
-                raise PermanentError(f"event {e.id!r} cannot be written: {exc}") from exc
-        raise AssertionError("unreachable: a row failed once but not twice")  # pragma: no cover
+                raise PermanentError(f"event {ident!r} cannot be written: {exc}") from exc
+        return rows
 
-    def _row(self, e: Event, fields: tuple[str, ...]) -> tuple[Any, ...]:
-        payload = e.payload
+    def _row(
+        self, ident: str, payload: Any, key: Any, event_time: Any, fields: tuple[str, ...]
+    ) -> tuple[Any, ...]:
         if isinstance(payload, DeadLetter):
             # a dead letter must always be storable, whatever made the event fail
             payload = _lenient(payload)
-            key = _lenient(_key_text(_lenient(e.key)))
-            row: tuple[Any, ...] = (_lenient(e.id), key, float(e.event_time))
+            row: tuple[Any, ...] = (
+                _lenient(ident), _lenient(_key_text(_lenient(key))), float(event_time)
+            )
         else:
-            row = (e.id, _key_text(e.key), float(e.event_time))
+            row = (ident, _key_text(key), float(event_time))
         if self.store_payload:
-            row += (_DUMPS(payload),)
+            row += (dumps_text(payload),)
         if fields:
             if not isinstance(payload, Mapping):
                 raise TypeError(
