@@ -120,8 +120,10 @@ def key_text(key: Any) -> str | None:
     Keys are sorted (equal keys give one text); what JSON cannot hold becomes text,
     as in :func:`dumps_record`, since a key is no payload to reject.
     """
-    if key is None or key.__class__ is str:
-        return key  # type: ignore[no-any-return]
+    if key is None:
+        return None
+    if key.__class__ is str:
+        return str(key)
     try:
         return dumps(key, sort_keys=True).decode()
     except NotJsonError:

@@ -68,9 +68,13 @@ def _letter_row(letter: DeadLetter) -> dict[str, Any]:
 
 
 def _select(cols: Columns, keep: list[int]) -> Columns:
-    return Columns(*([column[i] for i in keep] for column in (
-        cols.ids, cols.payloads, cols.keys, cols.event_times, cols.headers
-    )))
+    return Columns(
+        [cols.ids[i] for i in keep],
+        [cols.payloads[i] for i in keep],
+        [cols.keys[i] for i in keep],
+        [cols.event_times[i] for i in keep],
+        [cols.headers[i] for i in keep],
+    )
 
 
 def _value_checker(type_: pa.DataType) -> Checker | None:
@@ -582,7 +586,7 @@ class Parquet(Sink):
             segments.append(_rolling.hive_segment(field, value) if fits else None)
         return segments
 
-    def _segment_problem(self, t: Any, payload: Mapping[str, Any]) -> str:
+    def _segment_problem(self, t: Any, payload: Any) -> str:
         if not (isinstance(t, int | float) and _MIN_TIME <= t < _MAX_TIME):
             return f"event_time must be seconds between years 1 and 9999: {t!r}"
         value = payload.get(self.partition_by)

@@ -30,7 +30,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .._errors import ConfigError, PermanentError, SinkError, TransientError
+from .._errors import ConfigError, NotJsonError, PermanentError, SinkError, TransientError
 from .._event import DeadLetter, Event
 from .._json import dumps_text, key_text
 from ._base import Sink, columns
@@ -124,12 +124,6 @@ def _lenient(value: Any) -> Any:
     if callable(to_dict):
         return _lenient(to_dict())
     return _lenient(repr(value))
-
-
-def _key_text(key: Any) -> str | None:
-    if key is None or key.__class__ is str:
-        return key  # type: ignore[no-any-return]
-    return key_text(key)
 
 
 def _classify(exc: BaseException) -> SinkError:
@@ -540,6 +534,8 @@ class Postgres(Sink):
         ):  # one by one: a dead letter is made storable, a bad event is named
             try:
                 rows.append(self._row(ident, payload, key, event_time, fields))
+            except NotJsonError:
+                raise  # names the event and the field already
             except (TypeError, ValueError, AttributeError) as exc:
                 raise PermanentError(f"event {ident!r} cannot be written: {exc}") from exc
         return rows
@@ -551,12 +547,12 @@ class Postgres(Sink):
             # a dead letter must always be storable, whatever made the event fail
             payload = _lenient(payload)
             row: tuple[Any, ...] = (
-                _lenient(ident), _lenient(_key_text(_lenient(key))), float(event_time)
+                _lenient(ident), _lenient(key_text(_lenient(key))), float(event_time)
             )
         else:
-            row = (ident, _key_text(key), float(event_time))
+            row = (ident, key_text(key), float(event_time))
         if self.store_payload:
-            row += (dumps_text(payload),)
+            row += (dumps_text(payload, what=f"payload of event {ident!r}"),)
         if fields:
             if not isinstance(payload, Mapping):
                 raise TypeError(
