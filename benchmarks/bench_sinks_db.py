@@ -103,8 +103,8 @@ def _count(dsn: str) -> int:
         return int(row[0]) if row else 0
 
 
-def pg_executemany(dsn: str, events: list[ti.Event]) -> None:
-    """One thread: executemany INSERT ... ON CONFLICT DO NOTHING, a transaction per 5000 rows."""
+def pg_executemany(dsn: str, events: list[ti.Event], batch: int = BATCH) -> None:
+    """One thread: executemany INSERT ... ON CONFLICT DO NOTHING, a transaction per batch."""
     import psycopg
 
     query = (
@@ -113,9 +113,9 @@ def pg_executemany(dsn: str, events: list[ti.Event]) -> None:
     )
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     with psycopg.connect(dsn) as conn:
-        for start in range(0, len(events), BATCH):
+        for start in range(0, len(events), batch):
             rows = [
-                (e.id, e.key, e.event_time, dumps(e.payload)) for e in events[start : start + BATCH]
+                (e.id, e.key, e.event_time, dumps(e.payload)) for e in events[start : start + batch]
             ]
             with conn.cursor() as cur:
                 cur.executemany(query, rows)
@@ -145,6 +145,16 @@ def pg_hand_written(dsn: str, events: list[ti.Event]) -> None:
                         copy.write_row((e.id, e.key, e.event_time, dumps(e.payload)))
                 cur.execute(insert)
             conn.commit()
+
+
+def pg_trio_ingest_defaults(dsn: str, events: list[ti.Event]) -> None:
+    """trio_ingest, every default: Pipeline(from_iterable(events), sink=Postgres(dsn, table))."""
+    pipeline = ti.Pipeline(
+        ti.sources.from_iterable(events), sink=ti.sinks.Postgres(dsn, TABLE, create_table=False)
+    )
+    report = trio.run(pipeline.run)
+    if report.delivered != len(events):
+        raise RuntimeError(f"trio_ingest delivered {report.delivered} of {len(events)}")
 
 
 def pg_trio_ingest(dsn: str, events: list[ti.Event], workers: int = 2) -> None:

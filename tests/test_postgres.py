@@ -402,7 +402,10 @@ async def test_cancel_during_a_write_commits_or_rolls_back_whole_batches(
     app = f"ti_cancel_{uuid.uuid4().hex[:8]}"
     events = [ti.Event(id=f"c{i:05d}", payload={"i": i}) for i in range(5_000)]
     source = ti.sources.from_iterable(events)
-    sink = ti.sinks.Postgres(postgres_dsn, table, max_batch=1_000, application_name=app)
+    # one worker: one batch in flight at a time, so "the second batch" is well defined
+    sink = ti.sinks.Postgres(
+        postgres_dsn, table, max_batch=1_000, workers=1, application_name=app
+    )
     pipeline = ti.Pipeline(source, sink=sink, max_batch=1_000, capacity=1_000)
 
     async with anyio.create_task_group() as tg:

@@ -32,7 +32,7 @@ import anyio.to_thread
 
 from .._errors import ConfigError, NotJsonError, PermanentError, SinkError, TransientError
 from .._event import DeadLetter, Event
-from .._json import dumps_text, key_text
+from .._json import dumps_many, dumps_text, key_text
 from ._base import Sink, columns
 
 try:
@@ -50,6 +50,10 @@ log = logging.getLogger("trio_ingest.sinks.postgres")
 
 #: Environment variable read when no ``dsn`` is given.
 ENV_DSN = "TRIO_INGEST_PG_DSN"
+#: The sink's own defaults for ``max_batch``, ``max_wait`` and ``workers``.
+DEFAULT_MAX_BATCH = 5_000
+DEFAULT_MAX_WAIT = 0.1
+DEFAULT_WORKERS = 2
 
 #: The columns the sink always writes, with their types in a created table.
 _CORE = (("id", "text"), ("key", "text"), ("event_time", "timestamptz"), ("payload", "jsonb"))
@@ -222,6 +226,12 @@ class Postgres(Sink):
         copy_format: str = "binary",
         **options: Any,
     ) -> None:
+        # COPY pays off with large batches (measured: 0.8x executemany at 256 events,
+        # 2-3x at 5,000): gather up to 5,000 for at most 0.1 s, and let a second worker
+        # fill the next batch while the server takes one
+        options.setdefault("max_batch", DEFAULT_MAX_BATCH)
+        options.setdefault("max_wait", DEFAULT_MAX_WAIT)
+        options.setdefault("workers", DEFAULT_WORKERS)
         super().__init__(**options)
         if dsn is None:
             dsn = os.environ.get(ENV_DSN) or None
@@ -520,7 +530,7 @@ class Postgres(Sink):
                     list(map(float, cols.event_times)),
                 ]
                 if self.store_payload:
-                    parts.append(list(map(dumps_text, payloads)))
+                    parts.append(dumps_many(payloads, text=True))
                 if fields:
                     if not all(isinstance(p, Mapping) for p in payloads):
                         raise TypeError("a payload is not a mapping")

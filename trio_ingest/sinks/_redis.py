@@ -22,7 +22,7 @@ from typing import Any
 
 from .._errors import ConfigError, NotJsonError, SinkError, TransientError
 from .._event import Event
-from .._json import dumps
+from .._json import dumps, dumps_many
 from ._base import Sink, columns
 
 __all__ = ("RedisStreams", "partition_of")
@@ -199,7 +199,7 @@ class RedisStreams(Sink):
     def _route(self, events: Sequence[Event]) -> dict[str, list[_Row]]:
         cols = columns(events)
         try:
-            payloads = list(map(dumps, cols.payloads))
+            payloads = dumps_many(cols.payloads)
             keys = [b"" if k is None else dumps(k) for k in cols.keys]
             headers = [dumps(h) if h else b"" for h in cols.headers]
         except NotJsonError:

@@ -15,7 +15,7 @@ import anyio
 
 from .._errors import ConfigError, SinkError, TransientError
 from .._event import Event
-from .._json import NotJsonError, dumps_text, key_text
+from .._json import NotJsonError, dumps_many, dumps_text, key_text
 from ._base import Sink, columns
 
 __all__ = ("SQLite",)
@@ -195,7 +195,7 @@ class SQLite(Sink):
             raise SinkError(f"{self.name!r} is closed")
         cols = columns(events)
         try:
-            payloads = list(map(dumps_text, cols.payloads))
+            payloads = dumps_many(cols.payloads, text=True)
         except NotJsonError:
             for ident, payload in zip(cols.ids, cols.payloads, strict=True):
                 dumps_text(payload, what=f"payload of event {ident!r}")  # raises, naming it
