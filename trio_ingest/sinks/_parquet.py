@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,9 @@ _ARROW_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
 _MIN_TIME = -62_135_596_800.0
 _MAX_TIME = 253_402_300_800.0
 _DAY = 86_400
+#: The sink's own defaults for ``max_batch`` and ``max_wait``.
+DEFAULT_MAX_BATCH = 10_000
+DEFAULT_MAX_WAIT = 0.05
 
 #: (path of field names, what is wrong there)
 Problem = tuple[tuple[str, ...], str]
@@ -226,6 +229,12 @@ class Parquet(Sink):
         fsync: bool = True,
         **options: Any,
     ) -> None:
+        # rows wait in memory until a flush anyway: gather large batches (fewer, larger
+        # conversions), bounded in time far below flush_interval
+        # (never more than a file's rows: a batch is not split across files)
+        fits = isinstance(flush_every, int) and flush_every >= 1
+        options.setdefault("max_batch", min(DEFAULT_MAX_BATCH, flush_every if fits else 1))
+        options.setdefault("max_wait", DEFAULT_MAX_WAIT)
         super().__init__(**options)
         if self.workers != 1:
             raise ConfigError(f"'workers' must be 1 for a buffered sink: {self.workers!r}")
@@ -360,23 +369,35 @@ class Parquet(Sink):
         pending, recent = self._pending_ids, self._recent
         cols = columns(events)
         ids = cols.ids
-        seen = set(ids)
-        if not (len(seen) == len(ids) and pending.isdisjoint(seen) and recent.isdisjoint(seen)):
+        added: Collection[str] | None = None
+        if pending.isdisjoint(ids) and recent.isdisjoint(ids):
+            before = len(pending)
+            pending.update(ids)
+            if len(pending) - before == len(ids):
+                added = ids  # the usual case, checked in C: all new, none twice
+            else:
+                pending.difference_update(ids)  # none was pending: this undoes the update
+        if added is None:
             keep = []
-            seen = set()
+            seen: set[str] = set()
             for i, ident in enumerate(ids):
                 if ident in pending or ident in recent or ident in seen:
                     continue
                 seen.add(ident)
                 keep.append(i)
             cols = _select(cols, keep)
+            pending.update(seen)
+            added = seen
         self.duplicates_skipped += len(ids) - len(cols.ids)
         if not cols.ids:
             return
-        parts = await anyio.to_thread.run_sync(self._convert, cols, limiter=self._limiter)
+        try:
+            parts = await anyio.to_thread.run_sync(self._convert, cols, limiter=self._limiter)
+        except BaseException:
+            pending.difference_update(added)  # nothing of a failed batch is buffered
+            raise
         for segment, table in parts.items():
             self._pending[segment].append(table)
-        pending.update(seen)
 
     def _convert(self, cols: Columns) -> dict[str, pa.Table]:
         """Rows of ``cols`` as tables by partition folder, or PermanentError naming misfits.
@@ -388,8 +409,10 @@ class Parquet(Sink):
         failed event as JSON text (``event``).
         """
         ids, payloads, times = cols.ids, cols.payloads, cols.event_times
-        if DeadLetter in set(map(type, payloads)):
+        kinds = set(map(type, payloads))
+        if DeadLetter in kinds:
             payloads = [_letter_row(p) if p.__class__ is DeadLetter else p for p in payloads]
+            kinds = set(map(type, payloads))
         inferred = None
         layout = self._layout
         if layout is None:
@@ -399,7 +422,9 @@ class Parquet(Sink):
             seconds = pa.array(times, pa.float64())
         except _ARROW_ERRORS:
             seconds = None
-        fast = None if seconds is None else self._fast_columns(payloads, seconds, layout)
+        fast = None
+        if seconds is not None and kinds == {dict}:
+            fast = self._fast_columns(payloads, seconds, layout)
         if fast is not None:
             columns, segments = fast
         else:
@@ -432,9 +457,10 @@ class Parquet(Sink):
     def _fast_columns(
         self, payloads: list[Any], seconds: Any, layout: _Layout
     ) -> tuple[list[Any], str | list[str]] | None:
-        """The payload columns and partition folders, when the batch fits as a whole; else None."""
-        if set(map(type, payloads)) != {dict}:
-            return None
+        """The payload columns and partition folders, when the batch fits as a whole; else None.
+
+        ``payloads`` are all dicts (the caller checked).
+        """
         try:
             batch = pa.array(payloads)
         except _ARROW_ERRORS:
