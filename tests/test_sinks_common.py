@@ -28,7 +28,7 @@ from redis_factory import redis_command
 
 import trio_ingest as ti
 from trio_ingest import _json
-from trio_ingest.sinks._base import Columns, columns
+from trio_ingest.sinks import Columns, columns
 
 pytestmark = pytest.mark.anyio
 

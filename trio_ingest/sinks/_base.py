@@ -81,6 +81,10 @@ class Sink:
             async def write_batch(self, events):
                 await db.upsert(events)   # idempotent on event.id
 
+    Read a batch column-wise with :func:`columns` (``columns(events).ids``,
+    ``.payloads``...): the runtime's batches already hold parallel lists, so no
+    Event object needs to be made; the built-in sinks do.
+
     ``write_batch`` must be idempotent on ``event.id``: after a crash, events
     are delivered again. Raise :class:`~trio_ingest.TransientError` (or an
     error in the retry policy's ``retry_on``) for failures worth retrying, and

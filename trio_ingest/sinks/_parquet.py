@@ -181,6 +181,15 @@ class Parquet(Sink):
       replay reaching further back than the window can store an id twice;
       deduplicate on ``event_id`` when reading if that matters.
 
+    As the dead-letter sink, each :class:`~trio_ingest.DeadLetter` becomes a row
+    of ``node``, ``error_type``, ``error``, ``attempts``, ``time`` and ``event``
+    (the failed event as JSON text, whatever it held), beside ``event_id``,
+    ``event_key`` and ``event_time`` of the failed event.
+
+    Batching: rows wait in memory until a flush anyway, so by default the sink
+    takes batches of up to 10,000 rows (never more than ``flush_every``)
+    gathered for up to 0.05 s: fewer, larger conversions.
+
     Schema: ``schema`` (a ``pyarrow.Schema`` of the payload fields) or, when
     None, the fields and types of the first batch written. Events that do not
     fit are dead-lettered with the reason: a payload that is not a mapping, a
@@ -207,7 +216,8 @@ class Parquet(Sink):
         fsync: fsync files and folders before and after the rename (turn off
             only for scratch data).
         **options: :class:`~trio_ingest.Sink` options (``max_batch``,
-            ``retry``, ``name``...; ``workers`` must stay 1).
+            ``max_wait``: defaults above; ``retry``, ``name``...;
+            ``workers`` must stay 1).
 
     Raises:
         ConfigError: An invalid option (named in the message).

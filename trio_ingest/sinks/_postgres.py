@@ -160,10 +160,18 @@ class Postgres(Sink):
 
     ``event_time`` is a ``timestamptz`` so the table is queryable by time as
     is; ``extract(epoch FROM event_time)`` gives the float back. Event headers
-    are not stored. Payloads are stored as JSON; an object with a ``to_dict()``
-    method becomes that dict, so the sink also serves as a dead-letter sink
-    (the payload is then the :class:`~trio_ingest.DeadLetter` record: node,
-    error type and message, attempts, time and the event).
+    are not stored. Payloads are stored as JSON (the one encoder of every
+    sink); an object with a ``to_dict()`` method becomes that dict, so the sink
+    also serves as a dead-letter sink (the payload is then the
+    :class:`~trio_ingest.DeadLetter` record: node, error type and message,
+    attempts, time and the event, with what PostgreSQL cannot hold made text).
+    A payload holding NaN or infinity is a data error
+    (:class:`~trio_ingest.NotJsonError`, naming the field): dead-lettered.
+
+    Batching: COPY pays off only with large batches, so the sink sets its own
+    defaults: ``max_batch=5000``, ``max_wait=0.1`` (a batch is written once it
+    is full or 0.1 s after its first event) and ``workers=2`` (one batch is
+    built while the server takes the other). Pass them to override.
 
     Errors: a lost connection (server restart, ``pg_terminate_backend``,
     pool timeout, deadlock, statement timeout: ``psycopg.OperationalError``)
@@ -203,7 +211,8 @@ class Postgres(Sink):
             connections.
         copy_format: ``"binary"`` (default, fastest) or ``"text"`` COPY.
         **options: :class:`~trio_ingest.Sink` options (``workers``,
-            ``max_batch``, ``retry``, ``breaker``, ``name``...).
+            ``max_batch``, ``max_wait``: defaults above; ``retry``,
+            ``breaker``, ``name``...).
 
     Raises:
         ConfigError: No DSN, a malformed table name, column map or option.

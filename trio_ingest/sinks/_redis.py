@@ -7,7 +7,9 @@ cost dominates). Servers that refuse scripts get pipelined XADDs instead.
 
 Entry fields: ``id``, ``event_time``, ``payload`` (JSON), and when set ``key``
 (JSON) and ``headers`` (a JSON object). :class:`trio_ingest.sources.RedisStreams`
-reads them back into the same events. XADD is not idempotent: a batch retried
+reads them back into the same events. JSON comes from the one encoder of every
+sink: NaN or infinity in a payload, key or header is a data error
+(:class:`~trio_ingest.NotJsonError`), dead-lettered. XADD is not idempotent: a batch retried
 after a lost reply is appended twice; consumers deduplicate on ``id`` (every
 trio_ingest sink does).
 """
