@@ -137,6 +137,13 @@ def test_columns_of_a_batch_that_has_them_are_its_own() -> None:
 
     assert columns(ColumnarBatch()) is own
 
+    class TupleBatch(ColumnarBatch):
+        def columns(self) -> Any:
+            return (own.ids, own.payloads, own.keys, own.event_times, own.headers)
+
+    as_tuple = columns(TupleBatch())
+    assert as_tuple.ids is own.ids and as_tuple.payloads is own.payloads
+
 
 def test_columns_must_be_aligned() -> None:
     with pytest.raises(ValueError, match="'columns' must be aligned lists: 2 ids"):

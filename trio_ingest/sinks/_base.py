@@ -46,9 +46,13 @@ class Columns:
 
 
 class Columnar(Protocol):
-    """A batch that hands out its columns itself (the runtime's batches do)."""
+    """A batch that hands out its columns itself (the runtime's batches do).
 
-    def columns(self) -> Columns: ...
+    ``columns()`` returns :class:`Columns`, or the tuple ``(ids, payloads, keys,
+    event_times, headers)`` of aligned lists.
+    """
+
+    def columns(self) -> Columns | tuple[list[Any], ...]: ...
 
 
 def columns(events: Sequence[Event]) -> Columns:
@@ -59,8 +63,9 @@ def columns(events: Sequence[Event]) -> Columns:
     """
     own = getattr(events, "columns", None)
     if own is not None:
-        got: Columns = own()
-        return got
+        got = own()
+        # a batch may hand out Columns, or the same five lists as a tuple
+        return got if isinstance(got, Columns) else Columns(*got)
     return Columns(
         list(map(_ID, events)),
         list(map(_PAYLOAD, events)),
