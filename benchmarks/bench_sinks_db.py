@@ -1,27 +1,37 @@
-"""Rows/s into PostgreSQL and Parquet through trio_ingest, against hand-written scripts.
+"""Rows/s into PostgreSQL, Parquet and SQLite through trio_ingest, against hand-written scripts.
 
 ``python -m benchmarks.bench_sinks_db [--quick] [--repeat N] [--dsn DSN] [--out FILE]``
 
 PostgreSQL (200k rows; quick: 20k), each into a fresh table, same events, same run:
 
 - ``executemany``: psycopg ``executemany(INSERT ... ON CONFLICT (id) DO NOTHING)``,
-  one transaction per 5000 rows, one thread (the usual idempotent writer);
+  one transaction per 5000 rows, one thread (the usual idempotent writer), and the
+  same per 1000 rows (``executemany_1000``);
 - ``hand-written``: psycopg, one thread, per 5000 rows: binary COPY into a temp
   staging table + ``INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING``, one
   transaction (the method ``sinks.Postgres`` uses, with no framework around it);
 - ``trio_ingest``: ``Pipeline(from_iterable(events), sink=sinks.Postgres(workers=2,
-  max_batch=5000))`` on Trio.
+  max_batch=5000))`` on Trio;
+- ``trio_ingest_defaults``: ``Pipeline(from_iterable(events), sink=sinks.Postgres(dsn,
+  table))``, every setting left to the pipeline and the sink.
 
-Goals (issue 5): trio_ingest >= 2x executemany and >= 0.8x the hand-written script.
+Goals: trio_ingest >= 2x executemany and >= 0.8x the hand-written script (issue 5);
+trio_ingest_defaults >= 2x executemany per 1000 rows (issue 11).
 
 Parquet (200k rows; quick: 20k), files of 100k rows (quick: 10k):
 
 - ``plain pyarrow``: ``pa.Table.from_pylist`` + ``pq.write_table`` per file (the
   idiom), and a faster hand-tuned variant (payloads as one struct array);
-- ``trio_ingest``: ``sinks.Parquet`` (schema inferred, validation, atomic
-  commit with fsync), and the same with ``fsync=False``.
+- ``trio_ingest``: ``sinks.Parquet(root, flush_every=file_rows)`` with the sink's
+  and the pipeline's defaults otherwise (schema inferred, validation, atomic commit
+  with fsync), and the same with ``fsync=False``;
+- ``sink_only``: the same sink driven by hand (``write_batch`` of 10,000, ``flush``
+  per file), no pipeline: what the sink costs apart from the runtime feeding it.
 
 Goal: trio_ingest >= 0.8x the plain pyarrow script (the faster of the two).
+
+SQLite (200k rows; quick: 20k): ``sinks.SQLite(path, table)`` with its defaults
+against plain sqlite3 (``json.dumps`` + ``executemany`` per 1000 rows, same pragmas).
 
 Every contender starts from the same list of prebuilt ``Event`` objects and
 does its own row building (JSON encoding, column extraction) inside the timed
@@ -36,6 +46,7 @@ that is written to the JSON file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
 import json
@@ -102,8 +113,8 @@ def _count(dsn: str) -> int:
         return int(row[0]) if row else 0
 
 
-def pg_executemany(dsn: str, events: list[ti.Event]) -> None:
-    """One thread: executemany INSERT ... ON CONFLICT DO NOTHING, a transaction per 5000 rows."""
+def pg_executemany(dsn: str, events: list[ti.Event], batch: int = BATCH) -> None:
+    """One thread: executemany INSERT ... ON CONFLICT DO NOTHING, a transaction per batch."""
     import psycopg
 
     query = (
@@ -112,9 +123,9 @@ def pg_executemany(dsn: str, events: list[ti.Event]) -> None:
     )
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     with psycopg.connect(dsn) as conn:
-        for start in range(0, len(events), BATCH):
+        for start in range(0, len(events), batch):
             rows = [
-                (e.id, e.key, e.event_time, dumps(e.payload)) for e in events[start : start + BATCH]
+                (e.id, e.key, e.event_time, dumps(e.payload)) for e in events[start : start + batch]
             ]
             with conn.cursor() as cur:
                 cur.executemany(query, rows)
@@ -144,6 +155,16 @@ def pg_hand_written(dsn: str, events: list[ti.Event]) -> None:
                         copy.write_row((e.id, e.key, e.event_time, dumps(e.payload)))
                 cur.execute(insert)
             conn.commit()
+
+
+def pg_trio_ingest_defaults(dsn: str, events: list[ti.Event]) -> None:
+    """trio_ingest, every default: Pipeline(from_iterable(events), sink=Postgres(dsn, table))."""
+    pipeline = ti.Pipeline(
+        ti.sources.from_iterable(events), sink=ti.sinks.Postgres(dsn, TABLE, create_table=False)
+    )
+    report = trio.run(pipeline.run)
+    if report.delivered != len(events):
+        raise RuntimeError(f"trio_ingest delivered {report.delivered} of {len(events)}")
 
 
 def pg_trio_ingest(dsn: str, events: list[ti.Event], workers: int = 2) -> None:
@@ -208,22 +229,134 @@ def pq_plain_columnar(root: Path, events: list[ti.Event], file_rows: int) -> Non
 
 
 def pq_trio_ingest(root: Path, events: list[ti.Event], file_rows: int, fsync: bool) -> None:
-    """trio_ingest: from_iterable -> sinks.Parquet(flush_every=file_rows), on Trio."""
-    sink = ti.sinks.Parquet(
-        root, flush_every=file_rows, flush_interval=3600, max_batch=BATCH, fsync=fsync
-    )
-    pipeline = ti.Pipeline(
-        ti.sources.from_iterable(events), sink=sink, max_batch=BATCH, capacity=4 * BATCH
-    )
+    """trio_ingest: from_iterable -> sinks.Parquet(flush_every=file_rows), defaults, on Trio."""
+    sink = ti.sinks.Parquet(root, flush_every=file_rows, flush_interval=3600, fsync=fsync)
+    pipeline = ti.Pipeline(ti.sources.from_iterable(events), sink=sink)
     report = trio.run(pipeline.run)
     if report.delivered != len(events) or sink.rows_written != len(events):
         raise RuntimeError(f"trio_ingest wrote {sink.rows_written} of {len(events)}")
+
+
+def pq_sink_only(root: Path, events: list[ti.Event], file_rows: int) -> None:
+    """sinks.Parquet driven by hand (no pipeline): write_batch per 10,000 events, flush per file.
+
+    What the sink itself costs, apart from the runtime that feeds it.
+    """
+    sink = ti.sinks.Parquet(root, flush_every=file_rows, flush_interval=3600)
+    step = sink.max_batch or 10_000
+
+    async def drive() -> None:
+        await sink.open()
+        try:
+            held = 0
+            for start in range(0, len(events), step):
+                batch = events[start : start + step]
+                await sink.write_batch(batch)
+                held += len(batch)
+                if held >= file_rows:
+                    await sink.flush()
+                    held = 0
+            await sink.flush()
+        finally:
+            await sink.aclose()
+
+    trio.run(drive)
 
 
 def _rows_in(root: Path) -> int:
     import pyarrow.parquet as pq
 
     return int(pq.read_table(root).num_rows)
+
+
+# -- SQLite contenders ----------------------------------------------------------------------
+
+SQLITE_TABLE = "events"
+
+
+def sqlite_plain(path: Path, events: list[ti.Event], batch: int = 1_000) -> None:
+    """Plain sqlite3: json.dumps + executemany INSERT OR IGNORE, a transaction per 1000 rows.
+
+    The same table, pragmas (WAL, synchronous=FULL) and columns as ``sinks.SQLite``.
+    """
+    import sqlite3
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {SQLITE_TABLE} (id TEXT PRIMARY KEY NOT NULL, key, "
+            "event_time REAL, payload TEXT, ingested_at REAL)"
+        )
+        insert = (
+            f"INSERT OR IGNORE INTO {SQLITE_TABLE} (id, key, event_time, payload, ingested_at) "
+            "VALUES (?, ?, ?, ?, ?)"
+        )
+        dumps = json.dumps
+        for start in range(0, len(events), batch):
+            now = time.time()
+            rows = [
+                (e.id, e.key, e.event_time, dumps(e.payload), now)
+                for e in events[start : start + batch]
+            ]
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(insert, rows)
+            conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def sqlite_trio_ingest(path: Path, events: list[ti.Event]) -> None:
+    """trio_ingest: from_iterable -> sinks.SQLite(path, table) with default settings, on Trio."""
+    pipeline = ti.Pipeline(
+        ti.sources.from_iterable(events), sink=ti.sinks.SQLite(path, SQLITE_TABLE)
+    )
+    report = trio.run(pipeline.run)
+    if report.delivered != len(events):
+        raise RuntimeError(f"trio_ingest delivered {report.delivered} of {len(events)}")
+
+
+def bench_sqlite(n: int, repeat: int) -> dict[str, Any]:
+    """Rows/s into SQLite: sinks.SQLite with its defaults vs a plain sqlite3 script."""
+    import sqlite3
+
+    events = make_events(n)
+    base = Path(tempfile.mkdtemp(prefix="bench_sinks_sqlite_"))
+    path = base / "bench.sqlite"
+
+    def setup() -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+    def count() -> int:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            return int(conn.execute(f"SELECT count(*) FROM {SQLITE_TABLE}").fetchone()[0])
+
+    try:
+        results = _race(
+            [
+                (
+                    "plain_sqlite3",
+                    "sqlite3 json.dumps + executemany INSERT OR IGNORE per 1000 rows",
+                    lambda: sqlite_plain(path, events),
+                ),
+                (
+                    "trio_ingest",
+                    "trio_ingest sinks.SQLite(path, table) (defaults)",
+                    lambda: sqlite_trio_ingest(path, events),
+                ),
+            ],
+            n, repeat, setup, count,
+        )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return {
+        "status": "ok",
+        "rows": n,
+        "contenders": results,
+        "trio_ingest_vs_plain": _ratio(results["trio_ingest"], results["plain_sqlite3"]),
+    }
 
 
 # -- timing ---------------------------------------------------------------------------------
@@ -323,6 +456,11 @@ def bench_postgres(dsn: str, n: int, repeat: int) -> dict[str, Any]:
                 lambda: pg_executemany(dsn, events),
             ),
             (
+                "executemany_1000",
+                "psycopg executemany INSERT ON CONFLICT per 1000 rows (1 thread)",
+                lambda: pg_executemany(dsn, events, 1_000),
+            ),
+            (
                 "hand_written",
                 "psycopg binary COPY -> staging + INSERT ON CONFLICT (1 thread)",
                 lambda: pg_hand_written(dsn, events),
@@ -331,6 +469,11 @@ def bench_postgres(dsn: str, n: int, repeat: int) -> dict[str, Any]:
                 "trio_ingest",
                 "trio_ingest sinks.Postgres (workers=2, max_batch=5000)",
                 lambda: pg_trio_ingest(dsn, events),
+            ),
+            (
+                "trio_ingest_defaults",
+                "trio_ingest sinks.Postgres(dsn, table) (defaults)",
+                lambda: pg_trio_ingest_defaults(dsn, events),
             ),
             (
                 "trio_ingest_1_worker",
@@ -347,6 +490,7 @@ def bench_postgres(dsn: str, n: int, repeat: int) -> dict[str, Any]:
     ours = results["trio_ingest"]
     vs_many = _ratio(ours, results["executemany"])
     vs_hand = _ratio(ours, results["hand_written"])
+    defaults_vs_1000 = _ratio(results["trio_ingest_defaults"], results["executemany_1000"])
     return {
         "status": "ok",
         "rows": n,
@@ -357,6 +501,10 @@ def bench_postgres(dsn: str, n: int, repeat: int) -> dict[str, Any]:
         "trio_ingest_vs_hand_written": vs_hand,
         "goal_2x_executemany": None if vs_many is None else vs_many >= 2.0,
         "goal_0_8x_hand_written": None if vs_hand is None else vs_hand >= 0.8,
+        "trio_ingest_defaults_vs_executemany_1000": defaults_vs_1000,
+        "goal_defaults_2x_executemany_1000": (
+            None if defaults_vs_1000 is None else defaults_vs_1000 >= 2.0
+        ),
     }
 
 
@@ -387,12 +535,17 @@ def bench_parquet(n: int, file_rows: int, repeat: int) -> dict[str, Any]:
                 ),
                 (
                     "trio_ingest",
-                    f"trio_ingest sinks.Parquet (flush_every={file_rows}, fsync)",
+                    f"trio_ingest sinks.Parquet (flush_every={file_rows}, defaults, fsync)",
                     lambda: pq_trio_ingest(root, events, file_rows, True),
                 ),
                 (
+                    "sink_only",
+                    f"sinks.Parquet alone, no pipeline (flush_every={file_rows}, fsync)",
+                    lambda: pq_sink_only(root, events, file_rows),
+                ),
+                (
                     "trio_ingest_no_fsync",
-                    f"trio_ingest sinks.Parquet (flush_every={file_rows}, fsync=False)",
+                    f"trio_ingest sinks.Parquet (flush_every={file_rows}, defaults, no fsync)",
                     lambda: pq_trio_ingest(root, events, file_rows, False),
                 ),
             ],
@@ -414,6 +567,7 @@ def bench_parquet(n: int, file_rows: int, repeat: int) -> dict[str, Any]:
         "baseline": plain["label"],
         "trio_ingest_vs_plain": ratio,
         "trio_ingest_no_fsync_vs_plain": _ratio(results["trio_ingest_no_fsync"], plain),
+        "sink_only_vs_plain": _ratio(results["sink_only"], plain),
         "trio_ingest_vs_from_pylist": _ratio(results["trio_ingest"], results["plain_pyarrow"]),
         "goal_0_8x_plain": None if ratio is None else ratio >= 0.8,
     }
@@ -432,7 +586,7 @@ def _versions() -> dict[str, str | None]:
 def run_all(
     *, quick: bool = False, repeat: int | None = None, dsn: str | None = None
 ) -> dict[str, Any]:
-    """Run both benchmarks; return the figures (what ``main`` writes to the JSON file)."""
+    """Run the three benchmarks; return the figures (what ``main`` writes to the JSON file)."""
     n = 20_000 if quick else 200_000
     file_rows = 10_000 if quick else 100_000
     repeat = repeat or (1 if quick else 3)
@@ -442,6 +596,8 @@ def run_all(
     postgres = bench_postgres(dsn, n, repeat)
     print(f"[parquet] {n} rows, files of {file_rows}, {repeat} round(s)", flush=True)
     parquet = bench_parquet(n, file_rows, repeat)
+    print(f"[sqlite] {n} rows, {repeat} round(s)", flush=True)
+    sqlite = bench_sqlite(n, repeat)
     return {
         "benchmark": "sinks_db",
         "measures": __doc__.splitlines()[0] if __doc__ else "",
@@ -453,12 +609,13 @@ def run_all(
         "packages": _versions(),
         "postgres": postgres,
         "parquet": parquet,
+        "sqlite": sqlite,
     }
 
 
 def _failed(figures: dict[str, Any]) -> list[str]:
     failed = []
-    for part in ("postgres", "parquet"):
+    for part in ("postgres", "parquet", "sqlite"):
         for name, result in figures[part].get("contenders", {}).items():
             if str(result.get("status", "")).startswith("error"):
                 failed.append(f"{part}.{name}: {result['status']}")
@@ -486,11 +643,19 @@ def main(argv: list[str] | None = None) -> int:
     if pg.get("status") == "ok":
         print(
             f"postgres: trio_ingest = {pg['trio_ingest_vs_executemany']:.2f}x executemany "
-            f"(goal 2x), {pg['trio_ingest_vs_hand_written']:.2f}x hand-written (goal 0.8x)"
+            f"(goal 2x), {pg['trio_ingest_vs_hand_written']:.2f}x hand-written (goal 0.8x); "
+            f"defaults = {pg['trio_ingest_defaults_vs_executemany_1000']:.2f}x executemany "
+            "per 1000 rows (goal 2x)"
         )
     if pq_.get("trio_ingest_vs_plain") is not None:
         ratio = pq_["trio_ingest_vs_plain"]
-        print(f"parquet: trio_ingest = {ratio:.2f}x the faster plain pyarrow script (goal 0.8x)")
+        print(
+            f"parquet: trio_ingest = {ratio:.2f}x the faster plain pyarrow script (goal 0.8x); "
+            f"the sink alone {pq_['sink_only_vs_plain']:.2f}x"
+        )
+    sq = figures["sqlite"]
+    if sq.get("trio_ingest_vs_plain") is not None:
+        print(f"sqlite: trio_ingest = {sq['trio_ingest_vs_plain']:.2f}x plain sqlite3")
     print(f"wrote {args.out}")
     failed = _failed(figures)
     for line in failed:

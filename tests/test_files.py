@@ -433,7 +433,7 @@ async def test_jsonlines_sink_dead_letters_an_unserialisable_event_only(tmp_path
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [
         "0", "1", "2", "3", "4", "6", "7"]
     assert [e.payload.event.id for e in dead.events] == ["5"]
-    assert dead.events[0].payload.error_type == "trio_ingest._errors.PermanentError"
+    assert dead.events[0].payload.error_type == "trio_ingest._errors.NotJsonError"
 
 
 async def test_jsonlines_sink_appends_after_a_torn_line(tmp_path: Path) -> None:

@@ -371,8 +371,17 @@ async def test_failing_sink_open_fails_before_sources_open() -> None:
 
 
 async def test_two_failures_raise_an_exception_group() -> None:
+    calls = 0
+    both = anyio.Event()
+
     async def boom(p: int) -> int:
-        await anyio.sleep(0.01)
+        # the two fail together, whatever the scheduling: the first waits for the second
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            both.set()
+        else:
+            await both.wait()
         raise RuntimeError(p)
 
     g = ti.Graph()

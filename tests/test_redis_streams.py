@@ -316,11 +316,12 @@ async def test_entries_of_a_dead_consumer_are_claimed_after_claim_idle(
     stream = f"{prefix}:s"
     await produce(redis_url, stream, [ti.Event(id=f"e{i}", payload=i) for i in range(500)])
     await acmd(redis_url, "XGROUP", "CREATE", stream, "g", "0")
-    # a consumer takes 200 entries and dies without acknowledging them
+    # a consumer takes 200 entries and dies without acknowledging them; they are idle
+    # from that read on, so the clock starts before it
+    started = time.monotonic()
     await acmd(redis_url, "XREADGROUP", "GROUP", "g", "dead", "COUNT", 200, "STREAMS", stream,
                ">")
     assert len(pending_ids(redis_url, stream, "g", "dead")) == 200
-    started = time.monotonic()
     source = ti.sources.RedisStreams(stream, "g", "alive", url=redis_url, claim_idle=0.5,
                                      claim_interval=0.1)
     got = ti.sinks.Memory()

@@ -37,9 +37,10 @@ async def test_creates_the_table_and_writes_every_column(tmp_path: Path) -> None
     finally:
         await sink.aclose()
     await sink.aclose()  # idempotent
-    assert rows(db) == [("a", "k1", 10.5, '{"n": 1, "s": "\\u00e9"}'),
-                        ("b", 7, 11.0, "[1, 2]"),
-                        ("c", '["x", 1]', 12.0, "null")]
+    # compact UTF-8 JSON (orjson), the same encoder as every sink
+    assert rows(db) == [("a", "k1", 10.5, '{"n":1,"s":"é"}'),
+                        ("b", 7, 11.0, "[1,2]"),
+                        ("c", '["x",1]', 12.0, "null")]
     conn = sqlite3.connect(db)
     try:
         columns = [r[1] for r in conn.execute('PRAGMA table_info("events")')]

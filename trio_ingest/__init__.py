@@ -38,6 +38,7 @@ from ._errors import ConfigError as ConfigError
 from ._errors import DeadLetterError as DeadLetterError
 from ._errors import GraphError as GraphError
 from ._errors import IngestError as IngestError
+from ._errors import NotJsonError as NotJsonError
 from ._errors import PermanentError as PermanentError
 from ._errors import RetryExhaustedError as RetryExhaustedError
 from ._errors import SinkError as SinkError
@@ -87,6 +88,7 @@ __all__ = (
     "IngestError",
     "LatencyStatistics",
     "NodeStatistics",
+    "NotJsonError",
     "PermanentError",
     "Pipeline",
     "PipelineHandle",

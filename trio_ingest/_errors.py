@@ -11,6 +11,7 @@ __all__ = (
     "DeadLetterError",
     "GraphError",
     "IngestError",
+    "NotJsonError",
     "PermanentError",
     "RetryExhaustedError",
     "SinkError",
@@ -46,6 +47,13 @@ class TransientError(SinkError):
 
 class PermanentError(SinkError):
     """A failure retrying cannot fix (constraint violation, bad data)."""
+
+
+class NotJsonError(PermanentError, ValueError):
+    """A value cannot be written as JSON: NaN or infinity, or a type JSON has no form for.
+
+    A data error: the runtime dead-letters the event (retrying cannot help).
+    """
 
 
 class StageError(IngestError):

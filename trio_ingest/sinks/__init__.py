@@ -1,13 +1,15 @@
 """Sinks: where events leave a pipeline.
 
 Connectors that need an optional dependency load on first use, so
-``import trio_ingest`` needs nothing beyond trio, anyio and attrs.
+``import trio_ingest`` needs nothing beyond trio, anyio, attrs and orjson.
 """
 
 from __future__ import annotations
 
 from .._lazy import lazy_exports
+from ._base import Columns as Columns
 from ._base import Sink as Sink
+from ._base import columns as columns
 from ._memory import Memory as Memory
 from ._memory import Null as Null
 
@@ -21,7 +23,17 @@ _LAZY = {
 }
 
 __all__ = (
-    "JsonLines", "Kafka", "Memory", "Null", "Parquet", "Postgres", "RedisStreams", "SQLite", "Sink",
+    "Columns",
+    "JsonLines",
+    "Kafka",
+    "Memory",
+    "Null",
+    "Parquet",
+    "Postgres",
+    "RedisStreams",
+    "SQLite",
+    "Sink",
+    "columns",
 )
 
 

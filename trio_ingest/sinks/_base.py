@@ -2,13 +2,77 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
 
 from .._event import Event
 from .._retry import CircuitBreaker, RetryPolicy, check_policy
 from .._validators import check, non_negative, optional, positive_int
 
-__all__ = ("Sink",)
+__all__ = ("Columnar", "Columns", "Sink", "columns")
+
+_ID = operator.attrgetter("id")
+_PAYLOAD = operator.attrgetter("payload")
+_KEY = operator.attrgetter("key")
+_TIME = operator.attrgetter("event_time")
+_HEADERS = operator.attrgetter("headers")
+
+
+def _aligned(instance: Columns, _attribute: object, _value: object) -> None:
+    n = len(instance.ids)
+    lengths = (len(instance.payloads), len(instance.keys), len(instance.event_times),
+               len(instance.headers))
+    if any(length != n for length in lengths):
+        raise ValueError(f"'columns' must be aligned lists: {n} ids, other lengths {lengths}")
+
+
+@attrs.frozen(slots=True, eq=False, weakref_slot=False)
+class Columns:
+    """A batch of events as parallel lists: what sinks read instead of Event objects.
+
+    ``ids[i]``, ``payloads[i]``, ``keys[i]``, ``event_times[i]`` and
+    ``headers[i]`` belong to one event. The lists are shared with the batch:
+    read them, never change them.
+    """
+
+    ids: list[str]
+    payloads: list[Any]
+    keys: list[Any]
+    event_times: list[float]
+    headers: list[Mapping[str, str]] = attrs.field(validator=_aligned)
+
+
+class Columnar(Protocol):
+    """A batch that hands out its columns itself (the runtime's batches do).
+
+    ``columns()`` returns :class:`Columns`, or the tuple ``(ids, payloads, keys,
+    event_times, headers)`` of aligned lists.
+    """
+
+    def columns(self) -> Columns | tuple[list[Any], ...]: ...
+
+
+def columns(events: Sequence[Event]) -> Columns:
+    """The columns of ``events``: ``events.columns()`` when it has them, else built from it.
+
+    The way for a sink to read a batch: the runtime's batches already hold parallel
+    lists, so no Event object needs to be made or read per event.
+    """
+    own = getattr(events, "columns", None)
+    if own is not None:
+        got = own()
+        # a batch may hand out Columns, or the same five lists as a tuple
+        return got if isinstance(got, Columns) else Columns(*got)
+    return Columns(
+        list(map(_ID, events)),
+        list(map(_PAYLOAD, events)),
+        list(map(_KEY, events)),
+        list(map(_TIME, events)),
+        list(map(_HEADERS, events)),
+    )
 
 
 class Sink:
@@ -21,6 +85,10 @@ class Sink:
         class MySink(ti.Sink):
             async def write_batch(self, events):
                 await db.upsert(events)   # idempotent on event.id
+
+    Read a batch column-wise with :func:`columns` (``columns(events).ids``,
+    ``.payloads``...): the runtime's batches already hold parallel lists, so no
+    Event object needs to be made; the built-in sinks do.
 
     ``write_batch`` must be idempotent on ``event.id``: after a crash, events
     are delivered again. Raise :class:`~trio_ingest.TransientError` (or an

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from typing import IO, Any, Literal
 
 import anyio
 
-from .._errors import ConfigError, PermanentError, SinkError
+from .._errors import ConfigError, NotJsonError, SinkError
 from .._event import DeadLetter, Event
-from ._base import Sink
+from .._json import dumps, dumps_record
+from ._base import Sink, columns
 
 __all__ = ("JsonLines",)
 
@@ -24,8 +24,12 @@ class JsonLines(Sink):
     is a :class:`~trio_ingest.DeadLetter`), which are written as the record
     itself: ``node``, ``error_type``, ``error``, ``attempts``, ``time`` and
     the failed ``event``. That makes it the natural dead-letter sink; a part
-    of a dead letter that is not JSON-serialisable is written as its
-    ``repr``, so recording a failure never fails.
+    of a dead letter that JSON cannot hold (NaN, an unknown object) is written
+    as text (``"nan"``, its ``repr``), so recording a failure never fails.
+    A plain event whose payload is not JSON (NaN or infinity anywhere in it, or
+    a type JSON has no form for) fails with
+    :class:`~trio_ingest.NotJsonError` naming the field, and is dead-lettered.
+    Lines are compact UTF-8 JSON (one encoder for every sink, orjson).
 
     Every batch is written with one ``write``, then flushed; with
     ``fsync="batch"`` (the default) it is also fsync'd before ``write_batch``
@@ -38,9 +42,9 @@ class JsonLines(Sink):
     Args:
         path: The file (created if missing, appended to otherwise).
         fsync: ``"batch"`` or ``"never"``, see above.
-        default: ``json.dumps``'s ``default`` for payloads of plain events
-            (``None``: a payload that is not JSON-serialisable fails that
-            event, which is then dead-lettered).
+        default: Called with an object of a type JSON has no form for, in a
+            plain event; returns something JSON-ready (as ``json.dumps``'s
+            ``default``). ``None``: such an event fails and is dead-lettered.
         **options: ``name``, ``retry``, ``workers``, ``max_batch``, ...: see
             :class:`~trio_ingest.Sink`.
 
@@ -113,30 +117,42 @@ class JsonLines(Sink):
         """
         if self._limiter is None:
             raise SinkError(f"{self.name!r}: write_batch() before open()")
-        written = await anyio.to_thread.run_sync(self._write_sync, events, limiter=self._limiter)
+        written = await anyio.to_thread.run_sync(
+            self._write_sync, events, limiter=self._limiter, abandon_on_cancel=True
+        )
         self.lines += written
 
     def _write_sync(self, events: Sequence[Event]) -> int:
         f = self._file
         if f is None:
             raise SinkError(f"{self.name!r} is closed")
-        data = b"".join([self._line(e) for e in events])
-        f.write(data)
+        cols = columns(events)
+        default = self.default
+        lines = []
+        for ident, payload, key, event_time, headers in zip(
+            cols.ids, cols.payloads, cols.keys, cols.event_times, cols.headers, strict=True
+        ):
+            if payload.__class__ is DeadLetter:
+                lines.append(dumps_record(payload))
+                continue
+            line = {
+                "id": ident,
+                "key": key,
+                "event_time": event_time,
+                "headers": headers if headers.__class__ is dict else dict(headers),
+                "payload": payload,
+            }
+            try:
+                lines.append(dumps(line, default=default))
+            except NotJsonError:
+                dumps(payload, what=f"payload of event {ident!r}", default=default)
+                raise  # the key or a header, not the payload
+        lines.append(b"")
+        f.write(b"\n".join(lines))
         f.flush()
         if self.fsync == "batch":
             os.fsync(f.fileno())
-        return len(events)
-
-    def _line(self, event: Event) -> bytes:
-        payload = event.payload
-        if isinstance(payload, DeadLetter):
-            return _encode(payload.to_dict(), repr)
-        try:
-            return _encode(event.to_dict(), self.default)
-        except (TypeError, ValueError) as exc:
-            raise PermanentError(
-                f"event {event.id!r} is not JSON-serialisable: {exc}"
-            ) from exc
+        return len(cols.ids)
 
     async def aclose(self) -> None:
         """Close the file (after the write under way, if any); idempotent."""
@@ -148,11 +164,3 @@ class JsonLines(Sink):
         else:
             f.close()
 
-
-def _encode(obj: Any, default: Callable[[Any], Any] | None) -> bytes:
-    text = json.dumps(obj, ensure_ascii=False, default=default)
-    try:
-        return (text + "\n").encode("utf-8")
-    except UnicodeEncodeError:
-        # lone surrogates cannot be UTF-8: escape everything instead
-        return (json.dumps(obj, default=default) + "\n").encode("ascii")

@@ -161,7 +161,9 @@ class Kafka(Sink):
         """
         if self._producer is None:
             raise SinkError(f"{self!r} is not open")
-        await anyio.to_thread.run_sync(self._send, events, limiter=self._limiter)
+        await anyio.to_thread.run_sync(
+            self._send, events, limiter=self._limiter, abandon_on_cancel=True
+        )
 
     def _send(self, events: Sequence[Event]) -> None:
         """In a worker thread: produce all, one flush, then read the delivery reports."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from .._event import Event
-from ._base import Sink
+from .._event import DeadLetter, Event
+from ._base import Sink, columns
 
 __all__ = ("Memory", "Null")
 
@@ -15,7 +16,10 @@ class Memory(Sink):
 
     With ``idempotent=True`` an id already stored is skipped, as a database
     sink with a unique id would; otherwise every delivery is kept, so tests can
-    see redeliveries.
+    see redeliveries. As the dead-letter sink it keeps the dead-lettered events
+    whose payload is the :class:`~trio_ingest.DeadLetter` record itself (its
+    ``to_dict()`` is the dict form the other sinks store); ``dead_letters``
+    lists those dicts.
     """
 
     name = "memory"
@@ -29,19 +33,25 @@ class Memory(Sink):
 
     async def write_batch(self, events: Sequence[Event]) -> None:
         self.writes += 1
+        ids = columns(events).ids
         if self.idempotent:
-            ids = self.ids
-            for e in events:
-                if e.id not in ids:
-                    ids.add(e.id)
-                    self.events.append(e)
+            stored = self.ids
+            for i, ident in enumerate(ids):
+                if ident not in stored:
+                    stored.add(ident)
+                    self.events.append(events[i])
         else:
             self.events.extend(events)
-            self.ids.update(e.id for e in events)
+            self.ids.update(ids)
 
     @property
     def payloads(self) -> list[object]:
         return [e.payload for e in self.events]
+
+    @property
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """The dict form of every :class:`~trio_ingest.DeadLetter` stored, in arrival order."""
+        return [e.payload.to_dict() for e in self.events if isinstance(e.payload, DeadLetter)]
 
 
 class Null(Sink):

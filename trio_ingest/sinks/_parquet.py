@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import operator
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +13,10 @@ import anyio
 import anyio.to_thread
 
 from .._errors import ConfigError, PermanentError, SinkError
-from .._event import Event
+from .._event import DeadLetter, Event
+from .._json import dumps_record, key_text
 from . import _rolling
-from ._base import Sink
+from ._base import Columns, Sink, columns
 
 try:
     import pyarrow as pa  # type: ignore[import-untyped]
@@ -46,20 +45,39 @@ _ARROW_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
 _MIN_TIME = -62_135_596_800.0
 _MAX_TIME = 253_402_300_800.0
 _DAY = 86_400
-_ID = operator.attrgetter("id")
-_KEY = operator.attrgetter("key")
-_PAYLOAD = operator.attrgetter("payload")
-_TIME = operator.attrgetter("event_time")
+#: The sink's own defaults for ``max_batch`` and ``max_wait``.
+DEFAULT_MAX_BATCH = 10_000
+DEFAULT_MAX_WAIT = 0.05
 
 #: (path of field names, what is wrong there)
 Problem = tuple[tuple[str, ...], str]
 Checker = Callable[[Any], "Problem | None"]
 
 
-def _key_text(key: Any) -> str | None:
-    if key is None or isinstance(key, str):
-        return key
-    return json.dumps(key, separators=(",", ":"), default=str)
+def _letter_row(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter as a flat row: its reason fields, and the failed event as JSON text.
+
+    The event's payload can be anything (that is often why it failed), so it goes
+    into one string column rather than into the schema.
+    """
+    return {
+        "node": letter.node,
+        "error_type": letter.error_type,
+        "error": letter.error,
+        "attempts": letter.attempts,
+        "time": letter.time,
+        "event": dumps_record(letter.event).decode(),
+    }
+
+
+def _select(cols: Columns, keep: list[int]) -> Columns:
+    return Columns(
+        [cols.ids[i] for i in keep],
+        [cols.payloads[i] for i in keep],
+        [cols.keys[i] for i in keep],
+        [cols.event_times[i] for i in keep],
+        [cols.headers[i] for i in keep],
+    )
 
 
 def _value_checker(type_: pa.DataType) -> Checker | None:
@@ -163,6 +181,15 @@ class Parquet(Sink):
       replay reaching further back than the window can store an id twice;
       deduplicate on ``event_id`` when reading if that matters.
 
+    As the dead-letter sink, each :class:`~trio_ingest.DeadLetter` becomes a row
+    of ``node``, ``error_type``, ``error``, ``attempts``, ``time`` and ``event``
+    (the failed event as JSON text, whatever it held), beside ``event_id``,
+    ``event_key`` and ``event_time`` of the failed event.
+
+    Batching: rows wait in memory until a flush anyway, so by default the sink
+    takes batches of up to 10,000 rows (never more than ``flush_every``)
+    gathered for up to 0.05 s: fewer, larger conversions.
+
     Schema: ``schema`` (a ``pyarrow.Schema`` of the payload fields) or, when
     None, the fields and types of the first batch written. Events that do not
     fit are dead-lettered with the reason: a payload that is not a mapping, a
@@ -189,7 +216,8 @@ class Parquet(Sink):
         fsync: fsync files and folders before and after the rename (turn off
             only for scratch data).
         **options: :class:`~trio_ingest.Sink` options (``max_batch``,
-            ``retry``, ``name``...; ``workers`` must stay 1).
+            ``max_wait``: defaults above; ``retry``, ``name``...;
+            ``workers`` must stay 1).
 
     Raises:
         ConfigError: An invalid option (named in the message).
@@ -211,6 +239,12 @@ class Parquet(Sink):
         fsync: bool = True,
         **options: Any,
     ) -> None:
+        # rows wait in memory until a flush anyway: gather large batches (fewer, larger
+        # conversions), bounded in time far below flush_interval
+        # (never more than a file's rows: a batch is not split across files)
+        fits = isinstance(flush_every, int) and flush_every >= 1
+        options.setdefault("max_batch", min(DEFAULT_MAX_BATCH, flush_every if fits else 1))
+        options.setdefault("max_wait", DEFAULT_MAX_WAIT)
         super().__init__(**options)
         if self.workers != 1:
             raise ConfigError(f"'workers' must be 1 for a buffered sink: {self.workers!r}")
@@ -343,63 +377,77 @@ class Parquet(Sink):
         if self._limiter is None:
             raise SinkError(f"{self.name!r} is not open")
         pending, recent = self._pending_ids, self._recent
-        ids = list(map(_ID, events))
-        seen = set(ids)
-        if len(seen) == len(ids) and pending.isdisjoint(seen) and recent.isdisjoint(seen):
-            fresh = list(events)  # the usual case, checked in C
-        else:
-            fresh = []
-            seen = set()
-            for e in events:
-                ident = e.id
+        cols = columns(events)
+        ids = cols.ids
+        added: Collection[str] | None = None
+        if pending.isdisjoint(ids) and recent.isdisjoint(ids):
+            before = len(pending)
+            pending.update(ids)
+            if len(pending) - before == len(ids):
+                added = ids  # the usual case, checked in C: all new, none twice
+            else:
+                pending.difference_update(ids)  # none was pending: this undoes the update
+        if added is None:
+            keep = []
+            seen: set[str] = set()
+            for i, ident in enumerate(ids):
                 if ident in pending or ident in recent or ident in seen:
                     continue
                 seen.add(ident)
-                fresh.append(e)
-            ids = list(map(_ID, fresh))
-        self.duplicates_skipped += len(events) - len(fresh)
-        if not fresh:
+                keep.append(i)
+            cols = _select(cols, keep)
+            pending.update(seen)
+            added = seen
+        self.duplicates_skipped += len(ids) - len(cols.ids)
+        if not cols.ids:
             return
-        parts = await anyio.to_thread.run_sync(
-            self._convert, fresh, ids, limiter=self._limiter
-        )
+        try:
+            parts = await anyio.to_thread.run_sync(self._convert, cols, limiter=self._limiter)
+        except BaseException:
+            pending.difference_update(added)  # nothing of a failed batch is buffered
+            raise
         for segment, table in parts.items():
             self._pending[segment].append(table)
-        pending.update(seen)
 
-    def _convert(self, events: list[Event], ids: list[str]) -> dict[str, pa.Table]:
-        """Rows of ``events`` as tables by partition folder, or PermanentError naming misfits.
+    def _convert(self, cols: Columns) -> dict[str, pa.Table]:
+        """Rows of ``cols`` as tables by partition folder, or PermanentError naming misfits.
 
         The fast path checks the whole batch with a few pyarrow calls (the
         batch's inferred type against the schema, safe casts); when anything
         differs it falls back to checking row by row, which finds and names
-        the misfits.
+        the misfits. Dead letters are stored as their reason fields and the
+        failed event as JSON text (``event``).
         """
-        payloads = list(map(_PAYLOAD, events))
-        times = list(map(_TIME, events))
+        ids, payloads, times = cols.ids, cols.payloads, cols.event_times
+        kinds = set(map(type, payloads))
+        if DeadLetter in kinds:
+            payloads = [_letter_row(p) if p.__class__ is DeadLetter else p for p in payloads]
+            kinds = set(map(type, payloads))
         inferred = None
         layout = self._layout
         if layout is None:
-            inferred = self._infer(events, payloads)
+            inferred = self._infer(ids, payloads)
             layout = _Layout(inferred, self.partition_by)
         try:
             seconds = pa.array(times, pa.float64())
         except _ARROW_ERRORS:
             seconds = None
-        fast = None if seconds is None else self._fast_columns(payloads, seconds, layout)
+        fast = None
+        if seconds is not None and kinds == {dict}:
+            fast = self._fast_columns(payloads, seconds, layout)
         if fast is not None:
             columns, segments = fast
         else:
-            columns, segments = self._checked_columns(events, payloads, times, layout)
+            columns, segments = self._checked_columns(ids, payloads, times, layout)
             seconds = pa.array(times, pa.float64())
         stamps = pc.cast(pc.multiply(seconds, 1_000_000), pa.int64(), safe=False).cast(
             pa.timestamp("us", tz="UTC")
         )
-        keys = list(map(_KEY, events))
+        keys = cols.keys
         try:
             key_array = pa.array(keys, pa.string())
         except _ARROW_ERRORS:
-            key_array = pa.array([_key_text(k) for k in keys], pa.string())
+            key_array = pa.array([key_text(k) for k in keys], pa.string())
         table = pa.Table.from_arrays(
             [pa.array(ids, pa.string()), key_array, stamps, *columns],
             schema=layout.table_schema,
@@ -419,9 +467,10 @@ class Parquet(Sink):
     def _fast_columns(
         self, payloads: list[Any], seconds: Any, layout: _Layout
     ) -> tuple[list[Any], str | list[str]] | None:
-        """The payload columns and partition folders, when the batch fits as a whole; else None."""
-        if set(map(type, payloads)) != {dict}:
-            return None
+        """The payload columns and partition folders, when the batch fits as a whole; else None.
+
+        ``payloads`` are all dicts (the caller checked).
+        """
         try:
             batch = pa.array(payloads)
         except _ARROW_ERRORS:
@@ -491,7 +540,7 @@ class Parquet(Sink):
         return out
 
     def _checked_columns(
-        self, events: list[Event], payloads: list[Any], times: list[Any], layout: _Layout
+        self, ids: list[str], payloads: list[Any], times: list[Any], layout: _Layout
     ) -> tuple[list[Any], list[str]]:
         """Row by row: the columns, or PermanentError naming the first misfit and their count."""
         segments = self._segments(payloads, times)
@@ -501,7 +550,7 @@ class Parquet(Sink):
             if not isinstance(payload, Mapping):
                 problems[i] = f"payload is a {type(payload).__name__}, not a mapping"
             elif segment is None:
-                problems[i] = self._segment_problem(events[i])
+                problems[i] = self._segment_problem(times[i], payload)
             elif found := checker(payload):
                 problems[i] = _describe(found)
         struct = None
@@ -514,36 +563,36 @@ class Parquet(Sink):
                 problems = layout.null_problems(struct)
         if problems:
             i = min(problems)
-            first = f"event {events[i].id!r} does not fit the schema: {problems[i]}"
-            if len(events) == 1:
+            first = f"event {ids[i]!r} does not fit the schema: {problems[i]}"
+            if len(ids) == 1:
                 raise PermanentError(first)
-            raise PermanentError(f"{len(problems)} of {len(events)} events do not fit; {first}")
+            raise PermanentError(f"{len(problems)} of {len(ids)} events do not fit; {first}")
         assert struct is not None
         return struct.flatten(), [s for s in segments if s is not None]
 
-    def _infer(self, events: list[Event], payloads: list[Any]) -> pa.Schema:
+    def _infer(self, ids: list[str], payloads: list[Any]) -> pa.Schema:
         """The schema of this batch's payloads.
 
         Raises:
             PermanentError: The payloads have no common schema.
         """
-        for e in events:
-            if not isinstance(e.payload, Mapping):
+        for ident, payload in zip(ids, payloads, strict=True):
+            if not isinstance(payload, Mapping):
                 raise PermanentError(
-                    f"event {e.id!r} does not fit the schema: payload is a "
-                    f"{type(e.payload).__name__}, not a mapping"
+                    f"event {ident!r} does not fit the schema: payload is a "
+                    f"{type(payload).__name__}, not a mapping"
                 )
         try:
             inferred = pa.array(payloads).type
         except _ARROW_ERRORS as exc:
-            if len(events) == 1:
-                raise PermanentError(f"event {events[0].id!r} cannot be converted: {exc}") from exc
+            if len(ids) == 1:
+                raise PermanentError(f"event {ids[0]!r} cannot be converted: {exc}") from exc
             raise PermanentError(f"cannot infer a schema from the batch: {exc}") from exc
         fields = [inferred.field(i) for i in range(inferred.num_fields)]
         clash = sorted(_META_NAMES & {f.name for f in fields})
         if clash:
             raise PermanentError(
-                f"event {events[0].id!r} does not fit the schema: payload field {clash[0]!r} "
+                f"event {ids[0]!r} does not fit the schema: payload field {clash[0]!r} "
                 "collides with a column the sink writes; rename it in a stage"
             )
         return pa.schema(fields)
@@ -573,11 +622,10 @@ class Parquet(Sink):
             segments.append(_rolling.hive_segment(field, value) if fits else None)
         return segments
 
-    def _segment_problem(self, event: Event) -> str:
-        t = event.event_time
+    def _segment_problem(self, t: Any, payload: Any) -> str:
         if not (isinstance(t, int | float) and _MIN_TIME <= t < _MAX_TIME):
             return f"event_time must be seconds between years 1 and 9999: {t!r}"
-        value = event.payload.get(self.partition_by)
+        value = payload.get(self.partition_by)
         return f"partition field {self.partition_by!r} must be a scalar: {value!r}"
 
     # -- flushing ---------------------------------------------------------------------

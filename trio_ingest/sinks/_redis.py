@@ -7,7 +7,9 @@ cost dominates). Servers that refuse scripts get pipelined XADDs instead.
 
 Entry fields: ``id``, ``event_time``, ``payload`` (JSON), and when set ``key``
 (JSON) and ``headers`` (a JSON object). :class:`trio_ingest.sources.RedisStreams`
-reads them back into the same events. XADD is not idempotent: a batch retried
+reads them back into the same events. JSON comes from the one encoder of every
+sink: NaN or infinity in a payload, key or header is a data error
+(:class:`~trio_ingest.NotJsonError`), dead-lettered. XADD is not idempotent: a batch retried
 after a lost reply is appended twice; consumers deduplicate on ``id`` (every
 trio_ingest sink does).
 """
@@ -15,15 +17,15 @@ trio_ingest sink does).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from .._errors import ConfigError, SinkError, TransientError
+from .._errors import ConfigError, NotJsonError, SinkError, TransientError
 from .._event import Event
-from ._base import Sink
+from .._json import dumps, dumps_many
+from ._base import Sink, columns
 
 __all__ = ("RedisStreams", "partition_of")
 
@@ -55,10 +57,7 @@ def partition_of(event: Event, partitions: int) -> int:
     Stable across processes and Python versions (unlike ``hash``), so every
     producer sends a key to the same partition.
     """
-    if event.key is None:
-        data = event.id.encode()
-    else:
-        data = json.dumps(event.key, separators=(",", ":")).encode()
+    data = event.id.encode() if event.key is None else dumps(event.key)
     return zlib.crc32(data) % partitions
 
 
@@ -179,8 +178,9 @@ class RedisStreams(Sink):
 
         Raises:
             TransientError: Connection lost or timed out (retried by the runtime).
-            TypeError: A payload, key or header is not JSON-serialisable (the
-                runtime isolates and dead-letters that event).
+            NotJsonError: A payload, key or header is not JSON (NaN or infinity
+                in it, or a type JSON has no form for): the runtime isolates and
+                dead-letters that event.
         """
         if self._client is None:
             raise SinkError(f"{self.name!r}: write_batch() before open()")
@@ -198,28 +198,33 @@ class RedisStreams(Sink):
             raise TransientError(f"{self.name!r}: {type(exc).__name__}: {exc}") from exc
         self.written += len(events)
 
-    def _route(self, events: Sequence[Event]) -> dict[str, list[tuple[str, str, str, str, str]]]:
-        dumps = json.dumps
+    def _route(self, events: Sequence[Event]) -> dict[str, list[_Row]]:
+        cols = columns(events)
+        try:
+            payloads = dumps_many(cols.payloads)
+            keys = [b"" if k is None else dumps(k) for k in cols.keys]
+            headers = [dumps(h) if h else b"" for h in cols.headers]
+        except NotJsonError:
+            for ident, payload, key, head in zip(
+                cols.ids, cols.payloads, cols.keys, cols.headers, strict=True
+            ):  # raises, naming the event
+                dumps(payload, what=f"payload of event {ident!r}")
+                dumps(key, what=f"key of event {ident!r}")
+                dumps(head, what=f"headers of event {ident!r}")
+            raise
+        times = [repr(float(t)) for t in cols.event_times]
+        rows = list(zip(cols.ids, keys, times, payloads, headers, strict=True))
         partitions = self.partitions
-        groups: dict[str, list[tuple[str, str, str, str, str]]] = {}
-        for e in events:
-            key = "" if e.key is None else dumps(e.key, separators=(",", ":"))
-            row = (
-                e.id,
-                key,
-                repr(float(e.event_time)),
-                dumps(e.payload, separators=(",", ":")),
-                dumps(dict(e.headers), separators=(",", ":")) if e.headers else "",
-            )
-            if partitions is None:
-                stream = self.stream
-            else:
-                data = key.encode() if key else e.id.encode()
-                stream = f"{self.stream}:{zlib.crc32(data) % partitions}"
-            groups.setdefault(stream, []).append(row)
+        if partitions is None:
+            return {self.stream: rows}
+        groups: dict[str, list[_Row]] = {}
+        crc32 = zlib.crc32
+        for row in rows:
+            data = row[1] or row[0].encode()
+            groups.setdefault(f"{self.stream}:{crc32(data) % partitions}", []).append(row)
         return groups
 
-    async def _pipelined(self, stream: str, rows: list[tuple[str, str, str, str, str]]) -> None:
+    async def _pipelined(self, stream: str, rows: list[_Row]) -> None:
         from coredis.tokens import PureToken
 
         async with self._client.pipeline(transaction=False) as pipe:
@@ -239,6 +244,10 @@ class RedisStreams(Sink):
                         threshold=self.maxlen,
                         trim_operator=PureToken.APPROXIMATELY,
                     )
+
+
+#: id, key JSON (b"": none), event_time, payload JSON, headers JSON (b"": none)
+_Row = tuple[str, bytes, str, bytes, bytes]
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:

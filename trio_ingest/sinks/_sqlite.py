@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import sqlite3
 import time
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any, Literal
 
 import anyio
 
-from .._errors import ConfigError, PermanentError, SinkError, TransientError
+from .._errors import ConfigError, SinkError, TransientError
 from .._event import Event
-from ._base import Sink
+from .._json import NotJsonError, dumps_many, dumps_text, key_text
+from ._base import Sink, columns
 
 __all__ = ("SQLite",)
 
@@ -45,6 +46,9 @@ class SQLite(Sink):
     transaction of ``INSERT OR IGNORE``: an id already stored is skipped, so a
     redelivered event (after a crash or a retried write) never makes a second
     row. The database runs in WAL mode, so readers do not block the writer.
+    As the dead-letter sink it stores each :class:`~trio_ingest.DeadLetter`
+    record as the payload JSON (``node``, ``error_type``, ``error``,
+    ``attempts``, ``time``, ``event``), under the failed event's id.
 
     The sink owns one connection, used from worker threads one batch at a time
     (``anyio.to_thread.run_sync`` with a capacity limiter of 1), so the event
@@ -55,9 +59,10 @@ class SQLite(Sink):
     Errors: ``database is locked`` (another process holds the write lock past
     ``busy_timeout``), a full disk and I/O errors raise
     :class:`~trio_ingest.TransientError`, retried under the retry policy. A
-    payload that is not JSON-serialisable raises
-    :class:`~trio_ingest.PermanentError` naming the event: the runtime then
-    splits the batch and dead-letters only that event.
+    payload that is not JSON (NaN or infinity anywhere in it, or a type JSON
+    has no form for) raises :class:`~trio_ingest.PermanentError` naming the
+    event and the field: the runtime then splits the batch and dead-letters
+    only that event.
 
     Args:
         path: The database file (created if missing), or ``":memory:"``.
@@ -174,28 +179,31 @@ class SQLite(Sink):
         Raises:
             TransientError: The database is locked by another connection, the
                 disk is full or failed.
-            PermanentError: A payload is not JSON-serialisable (names the event).
+            PermanentError: A payload is not JSON (names the event and the field).
             sqlite3.Error: Any other database failure (not retried).
         """
         if self._limiter is None:
             raise SinkError(f"{self.name!r}: write_batch() before open()")
         # add after the await: ``self.inserted += await ...`` would read it before, and
         # concurrent workers would overwrite each other's counts
-        inserted = await anyio.to_thread.run_sync(self._write_sync, events, limiter=self._limiter)
+        inserted = await anyio.to_thread.run_sync(
+            self._write_sync, events, limiter=self._limiter, abandon_on_cancel=True
+        )
         self.inserted += inserted
 
     def _write_sync(self, events: Sequence[Event]) -> int:
         conn = self._conn
         if conn is None:
             raise SinkError(f"{self.name!r} is closed")
-        now = time.time()
+        cols = columns(events)
         try:
-            rows = [
-                (e.id, _column_key(e.key), e.event_time, _dumps(e.payload, allow_nan=False), now)
-                for e in events
-            ]
-        except (TypeError, ValueError):
-            rows = self._rows_naming_the_culprit(events, now)
+            payloads = dumps_many(cols.payloads, text=True)
+        except NotJsonError:
+            for ident, payload in zip(cols.ids, cols.payloads, strict=True):
+                dumps_text(payload, what=f"payload of event {ident!r}")  # raises, naming it
+            raise
+        keys = [k if k.__class__ in _SCALARS else _column_key(k) for k in cols.keys]
+        rows = zip(cols.ids, keys, cols.event_times, payloads, repeat(time.time()))
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -210,20 +218,6 @@ class SQLite(Sink):
             raise
         return max(changed, 0)
 
-    @staticmethod
-    def _rows_naming_the_culprit(events: Sequence[Event], now: float) -> list[Any]:
-        # the slow path, only after the fast one failed: find the event to blame
-        rows = []
-        for event in events:
-            try:
-                payload = _dumps(event.payload, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise PermanentError(
-                    f"payload of event {event.id!r} is not JSON-serialisable: {exc}"
-                ) from exc
-            rows.append((event.id, _column_key(event.key), event.event_time, payload, now))
-        return rows
-
     async def aclose(self) -> None:
         """Close the connection (after the write under way, if any); idempotent."""
         conn, self._conn = self._conn, None
@@ -235,15 +229,11 @@ class SQLite(Sink):
             conn.close()
 
 
-_dumps = json.dumps
 _SCALARS = frozenset({type(None), str, int, float, bytes})
 
 
 def _column_key(key: Any) -> Any:
     """The event key as SQLite stores it: scalars as they are, anything else as JSON."""
-    if type(key) in _SCALARS or isinstance(key, str | int | float | bytes):
+    if isinstance(key, str | int | float | bytes):
         return key
-    try:
-        return json.dumps(key, sort_keys=True)
-    except (TypeError, ValueError):
-        return repr(key)
+    return key_text(key)
