@@ -426,7 +426,7 @@ async def test_cancel_during_a_write_commits_or_rolls_back_whole_batches(
     # the cancel abandoned the write's thread (stop() stays bounded): its transaction
     # finishes on its own, whole; wait for the server to be done with it
     active = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active'"
-    while (await asql(postgres_dsn, active, (app,)))[0][0]:  # noqa: ASYNC110 -- polling the server
+    while (await asql(postgres_dsn, active, (app,)))[0][0]:  # noqa: ASYNC110 -- polling
         await anyio.sleep(0.01)
     stored = {r[0] for r in await asql(postgres_dsn, f"SELECT id FROM {table}")}
     blocks = [{e.id for e in events[i : i + 1_000]} for i in range(0, 5_000, 1_000)]
