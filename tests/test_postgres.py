@@ -425,7 +425,9 @@ async def test_cancel_during_a_write_commits_or_rolls_back_whole_batches(
 
     # the cancel abandoned the write's thread (stop() stays bounded): its transaction
     # finishes on its own, whole; wait for the server to be done with it
-    active = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active'"
+    active = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active'"
+    )
     while (await asql(postgres_dsn, active, (app,)))[0][0]:  # noqa: ASYNC110 -- polling
         await anyio.sleep(0.01)
     stored = {r[0] for r in await asql(postgres_dsn, f"SELECT id FROM {table}")}
