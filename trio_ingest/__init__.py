@@ -59,6 +59,7 @@ from .runtime import RunReport as RunReport
 from .sinks import Sink as Sink
 from .sources import Read as Read
 from .sources import Source as Source
+from .stages import agg as agg
 from .stages import batch as batch
 from .stages import filter as filter
 from .stages import flat_map as flat_map
@@ -70,6 +71,7 @@ from .stages import map_event as map_event
 from .stages import route as route
 from .stages import route_by_key as route_by_key
 from .stages import tap as tap
+from .stages import windows as windows
 
 __version__ = "0.1.0"
 
@@ -101,6 +103,7 @@ __all__ = (
     "SourceError",
     "StageError",
     "TransientError",
+    "agg",
     "batch",
     "filter",
     "flat_map",
@@ -118,4 +121,5 @@ __all__ = (
     "stages",
     "tap",
     "testing",
+    "windows",
 )

@@ -11,7 +11,7 @@ order completions arrive in. All bookkeeping is per batch, not per event.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import anyio
@@ -69,6 +69,13 @@ class AckTracker:
     def lowest_open_offset(self) -> Any:
         """Offset of the oldest read still open, or ``None`` when all are finished."""
         return self._open[0].offset if self._open else None
+
+    def earliest(self, tokens: Collection[AckToken]) -> AckToken | None:
+        """The first of ``tokens`` in read order: the one holding this intake's commit back."""
+        for token in self._open:
+            if token in tokens:
+                return token
+        return None
 
     def _advance(self) -> None:
         opened = self._open
