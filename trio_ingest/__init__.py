@@ -61,6 +61,7 @@ from .sources import Read as Read
 from .sources import Source as Source
 from .stages import agg as agg
 from .stages import batch as batch
+from .stages import dedupe as dedupe
 from .stages import filter as filter
 from .stages import flat_map as flat_map
 from .stages import inspect as inspect
@@ -70,6 +71,7 @@ from .stages import map_batch as map_batch
 from .stages import map_event as map_event
 from .stages import route as route
 from .stages import route_by_key as route_by_key
+from .stages import stateful_map as stateful_map
 from .stages import tap as tap
 from .stages import windows as windows
 
@@ -105,6 +107,7 @@ __all__ = (
     "TransientError",
     "agg",
     "batch",
+    "dedupe",
     "filter",
     "flat_map",
     "inspect",
@@ -119,6 +122,7 @@ __all__ = (
     "sinks",
     "sources",
     "stages",
+    "stateful_map",
     "tap",
     "testing",
     "windows",

@@ -18,12 +18,12 @@ from ..sinks._base import Sink
 from ..sources._base import Source
 from ..stages._custom import CustomStage, is_custom_stage
 from ..stages._operators import BatchStage, Operator, Route
-from ..stages._windows import WindowStage
+from ..stages._stateful import StatefulStage
 
 __all__ = ("GraphModel", "Node", "NodeRef", "PipelineModel")
 
 NodeRef: TypeAlias = "str | tuple[str, str]"
-StageLike: TypeAlias = "Operator | BatchStage | CustomStage | WindowStage"
+StageLike: TypeAlias = "Operator | BatchStage | CustomStage | StatefulStage"
 
 
 @attrs.define(eq=False)
@@ -156,7 +156,7 @@ class GraphModel:
         name: str | None = None,
     ) -> str:
         """Add a stage reading from ``inputs`` (names, or ``(route, port)``); returns its name."""
-        if not isinstance(stage, Operator | BatchStage | WindowStage) and not is_custom_stage(
+        if not isinstance(stage, Operator | BatchStage | StatefulStage) and not is_custom_stage(
             stage
         ):
             raise ConfigError(

@@ -3,6 +3,8 @@
 from ._custom import CustomStage as CustomStage
 from ._custom import Inbox as Inbox
 from ._custom import Outbox as Outbox
+from ._keyed import dedupe as dedupe
+from ._keyed import stateful_map as stateful_map
 from ._operators import batch as batch
 from ._operators import filter as filter
 from ._operators import flat_map as flat_map
@@ -21,6 +23,7 @@ __all__ = (
     "Inbox",
     "Outbox",
     "batch",
+    "dedupe",
     "filter",
     "flat_map",
     "inspect",
@@ -30,5 +33,6 @@ __all__ = (
     "map_event",
     "route",
     "route_by_key",
+    "stateful_map",
     "tap",
 )

@@ -38,6 +38,7 @@ from .._validators import check, non_negative, positive
 from ._agg import Agg
 from ._agg import reduce as _reduce_agg
 from ._context import StageContext
+from ._stateful import StatefulStage
 
 __all__ = (
     "LateEventError",
@@ -136,15 +137,10 @@ class _Window:
         tokens[token] = tokens.get(token, 0) + 1
 
 
-class WindowStage:
+class WindowStage(StatefulStage):
     """Keyed event-time windows (made by :func:`tumbling`, :func:`sliding`, :func:`session`)."""
 
     kind = "window"
-    is_async = True
-    fusable = False
-    ordered = False
-    retry = None
-    workers = 1
     #: Output ports a Graph may wire besides the plain output; unwired, late events
     #: are dead-lettered.
     extra_ports: tuple[str, ...] = ("late",)
@@ -192,8 +188,8 @@ class WindowStage:
             None if idle_timeout is None else float(check(positive, "idle_timeout", idle_timeout))
         )
         self.partition = partition
+        super().__init__(name)
         self.name = name or shape
-        self.name_given = name is not None
 
     def __repr__(self) -> str:
         return f"<window {self.name!r} {self.shape} size={self.size}>"
