@@ -16,8 +16,14 @@ def events(rows: list[tuple[str, Any, float]]) -> list[ti.Event]:
 
 
 async def test_dedupe_drops_repeats_within_ttl_as_filtered() -> None:
-    rows = [("a", {"k": 1}, 0.0), ("b", {"k": 1}, 4.0), ("c", {"k": 2}, 5.0),
-            ("d", {"k": 1}, 10.5), ("e", {"k": 1}, 12.0), ("f", {"k": 2}, 5.5)]
+    rows = [
+        ("a", {"k": 1}, 0.0),
+        ("b", {"k": 1}, 4.0),
+        ("c", {"k": 2}, 5.0),
+        ("d", {"k": 1}, 10.5),
+        ("e", {"k": 1}, 12.0),
+        ("f", {"k": 2}, 5.5),
+    ]
     sink = ti.sinks.Memory()
     pipeline = ti.Pipeline(
         ti.sources.from_iterable(events(rows)), ti.dedupe(lambda p: p["k"], ttl=10.0), sink=sink
@@ -65,8 +71,11 @@ async def test_a_million_keys_with_ttl_stay_within_the_live_key_bound() -> None:
             yield ti.Event(f"e{i}", i, event_time=i * step)
 
     pipeline = ti.Pipeline(
-        ti.sources.from_iterable(produce()), stage, ti.inspect(watch),
-        sink=ti.sinks.Null(), max_batch=max_batch,
+        ti.sources.from_iterable(produce()),
+        stage,
+        ti.inspect(watch),
+        sink=ti.sinks.Null(),
+        max_batch=max_batch,
     )
     report = await pipeline.run()
     assert report.delivered == n
@@ -79,9 +88,13 @@ async def test_stateful_map_keeps_state_per_key_and_none_forgets_it() -> None:
         total += p["n"]
         return (None if p.get("last") else total), {**p, "total": total}
 
-    rows = [("1", {"u": "a", "n": 1}, 0), ("2", {"u": "b", "n": 5}, 0),
-            ("3", {"u": "a", "n": 2}, 0), ("4", {"u": "a", "n": 3, "last": True}, 0),
-            ("5", {"u": "a", "n": 10}, 0)]
+    rows = [
+        ("1", {"u": "a", "n": 1}, 0),
+        ("2", {"u": "b", "n": 5}, 0),
+        ("3", {"u": "a", "n": 2}, 0),
+        ("4", {"u": "a", "n": 3, "last": True}, 0),
+        ("5", {"u": "a", "n": 10}, 0),
+    ]
     stage = ti.stateful_map(running_total, 0, key=lambda p: p["u"])
     sink = ti.sinks.Memory()
     report = await ti.Pipeline(ti.sources.from_iterable(events(rows)), stage, sink=sink).run()
@@ -96,5 +109,3 @@ def test_keyed_state_configuration_errors() -> None:
         ti.dedupe(ttl=0)
     with pytest.raises(ti.ConfigError, match="needs a callable"):
         ti.stateful_map(3)  # type: ignore[arg-type]
-
-

@@ -62,7 +62,7 @@ def make_events(rows: Sequence[tuple[str, float, float]]) -> list[ti.Event]:
 
 def run_window(
     rows: Sequence[tuple[str, float, float]],
-    stage: ti.windows.WindowStage,
+    stage: ti.windows.WindowStage | ti.windows.Reorder,
     backend: str,
     max_batch: int = 256,
 ) -> tuple[ti.RunReport, list[ti.Event], list[ti.Event]]:
@@ -383,3 +383,73 @@ def test_memory_bound_counts_the_window_stage() -> None:
         max_batch=10,
     )
     assert pipeline.memory_bound() == plain.memory_bound() + 10
+
+
+# -- reorder ---------------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=streams,
+    max_delay=st.sampled_from([0.0, 2.0, 8.0]),
+    max_batch=st.sampled_from([1, 5, 256]),
+    backend=st.sampled_from(BACKENDS),
+)
+def test_reorder_emits_in_event_time_order_and_routes_the_late(
+    rows: list[tuple[str, float, float]], max_delay: float, max_batch: int, backend: str
+) -> None:
+    report, out, dead = run_window(rows, ti.reorder(max_delay), backend, max_batch)
+    wm, top, late = -math.inf, -math.inf, []
+    for i, (_u, _a, t) in enumerate(rows):
+        if t < wm:
+            late.append(i)
+        top = max(top, t)
+        wm = max(wm, top - max_delay)
+    kept = [i for i in range(len(rows)) if i not in set(late)]
+    # in event-time order; ties keep arrival order
+    assert [e.id for e in out] == [f"e{i}" for i in sorted(kept, key=lambda i: rows[i][2])]
+    assert sorted(int(d.payload.event.id[1:]) for d in dead) == late
+    assert report.nodes["reorder"].late == len(late)
+    accounted(report)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=streams,
+    gap=st.sampled_from([0.5, 2.0, 5.0]),
+    max_batch=st.sampled_from([1, 7, 256]),
+)
+def test_sessions_equal_grouping_by_gap_when_nothing_is_late(
+    rows: list[tuple[str, float, float]], gap: float, max_batch: int
+) -> None:
+    # a max_delay larger than any disorder: nothing is late, sessions are exact
+    win = ti.windows.session(gap, agg=ti.agg.sum("amount"), key=lambda p: p["user"], max_delay=100)
+    report, results, dead = run_window(rows, win, "trio", max_batch)
+    expected = []
+    for key in sorted({u for u, _a, _t in rows}):
+        times = sorted((t, a) for u, a, t in rows if u == key)
+        group: list[tuple[float, float]] = []
+        for t, a in times:
+            if group and t - group[-1][0] >= gap:
+                expected.append(
+                    (key, group[0][0], group[-1][0] + gap, sum(x for _, x in group), len(group))
+                )
+                group = []
+            group.append((t, a))
+        if group:
+            expected.append(
+                (key, group[0][0], group[-1][0] + gap, sum(x for _, x in group), len(group))
+            )
+    got = sorted(
+        (
+            e.payload["key"],
+            e.payload["start"],
+            e.payload["end"],
+            e.payload["value"],
+            e.payload["count"],
+        )
+        for e in results
+    )
+    assert got == sorted(expected)
+    assert dead == []
+    accounted(report)

@@ -69,6 +69,7 @@ from .stages import key_by as key_by
 from .stages import map as map
 from .stages import map_batch as map_batch
 from .stages import map_event as map_event
+from .stages import reorder as reorder
 from .stages import route as route
 from .stages import route_by_key as route_by_key
 from .stages import stateful_map as stateful_map
@@ -116,6 +117,7 @@ __all__ = (
     "map_batch",
     "map_event",
     "observe",
+    "reorder",
     "route",
     "route_by_key",
     "runtime",

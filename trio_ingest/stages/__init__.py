@@ -15,6 +15,7 @@ from ._operators import map_batch as map_batch
 from ._operators import map_event as map_event
 from ._operators import route as route
 from ._operators import route_by_key as route_by_key
+from ._windows import reorder as reorder
 
 tap = inspect
 
@@ -31,6 +32,7 @@ __all__ = (
     "map",
     "map_batch",
     "map_event",
+    "reorder",
     "route",
     "route_by_key",
     "stateful_map",

@@ -42,8 +42,10 @@ from ._stateful import StatefulStage
 
 __all__ = (
     "LateEventError",
+    "Reorder",
     "Watermark",
     "WindowStage",
+    "reorder",
     "session",
     "sliding",
     "tumbling",
@@ -644,3 +646,98 @@ def session(
             partition,
         ),
     )
+
+
+class Reorder(StatefulStage):
+    """Emits events in event-time order within ``max_delay`` (late ones routed as windows do)."""
+
+    kind = "reorder"
+    extra_ports: tuple[str, ...] = ("late",)
+
+    def __init__(
+        self,
+        max_delay: float,
+        idle_timeout: float | None,
+        partition: Callable[[Any], Hashable] | None,
+        name: str | None,
+    ) -> None:
+        self.max_delay = float(check(non_negative, "max_delay", max_delay))
+        self.idle_timeout = (
+            None if idle_timeout is None else float(check(positive, "idle_timeout", idle_timeout))
+        )
+        if partition is not None and not callable(partition):
+            raise ConfigError(f"'partition' must be callable: {partition!r}")
+        self.partition = partition
+        super().__init__(name)
+
+    async def work(self, ctx: StageContext) -> None:
+        """Hold events until the watermark passes them, then emit them oldest first."""
+        wm = Watermark(self.max_delay, self.idle_timeout)
+        held: list[tuple[float, int, Event, Any, AckToken]] = []
+        seq = itertools.count()
+        partfn = self.partition
+        stats = ctx.stats
+        ended = False
+        while not ended:
+            got = await ctx.receive(wm.next_idle(ctx.clock()))
+            now = started = ctx.clock()
+            n_in = 0
+            if got is None:
+                ended = True
+                wm.end()
+            elif got.payloads:
+                n_in = len(got)
+                late: list[int] = []
+                reasons: list[str] = []
+                for i, (event, payload, token) in enumerate(
+                    zip(got.events, got.payloads, got.tokens, strict=True)
+                ):
+                    t = event.event_time
+                    mark = wm.value
+                    if t < mark:
+                        late.append(i)
+                        reasons.append(f"late by {mark - t:.1f} s (behind watermark {mark!r})")
+                    else:
+                        heapq.heappush(held, (t, next(seq), event, payload, token))
+                    part = partfn(payload) if partfn is not None else token.tracker.name
+                    wm.observe(part, t, now)
+                if late:
+                    stats.late += len(late)
+                    if ctx.wired("late"):
+                        await ctx.emit(got.select(late), "late")
+                    else:
+                        errors = [(LateEventError(r), 1) for r in reasons]
+                        await ctx.dead_letter(stats, got, late, errors)
+            wm.refresh(now)
+            out: list[tuple[float, int, Event, Any, AckToken]] = []
+            while held and held[0][0] <= wm.value:
+                out.append(heapq.heappop(held))
+            for i in range(0, len(out), ctx.max_batch):
+                part_out = out[i : i + ctx.max_batch]
+                await ctx.forward(
+                    Batch([o[2] for o in part_out], [o[3] for o in part_out],
+                          [o[4] for o in part_out])
+                )
+            if n_in or out:
+                stats.record_batch(n_in, len(out), ctx.clock() - started)
+
+
+def reorder(
+    max_delay: float,
+    *,
+    idle_timeout: float | None = None,
+    partition: Callable[[Any], Hashable] | None = None,
+    name: str | None = None,
+) -> Reorder:
+    """Emit events in event-time order, holding each until the watermark passes it.
+
+    The watermark is as for windows (largest event time - ``max_delay``, per
+    partition, the minimum; ``idle_timeout``; +infinity at the end). An event behind
+    the watermark cannot be put in order: it is late (counted, sent to the ``late``
+    port when wired, else dead-lettered with how late it is). Holds at most the
+    events within ``max_delay`` of the newest.
+
+    Raises:
+        ConfigError: A value is out of range.
+    """
+    return Reorder(max_delay, idle_timeout, partition, name)
