@@ -453,3 +453,42 @@ def test_sessions_equal_grouping_by_gap_when_nothing_is_late(
     assert got == sorted(expected)
     assert dead == []
     accounted(report)
+
+
+class CommitWatchingSink(ti.sinks.Memory):
+    """Records, at each write, the source's committed offset (events before it are done)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pipeline: ti.Pipeline | None = None
+        self.seen: list[tuple[Any, list[ti.Event]]] = []
+
+    async def write_batch(self, events: Sequence[ti.Event]) -> None:
+        assert self.pipeline is not None
+        live = self.pipeline.report()
+        assert live is not None
+        self.seen.append((live.committed.get("source"), list(events)))
+        await super().write_batch(events)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_source_never_commits_past_an_event_of_an_unwritten_window(backend: str) -> None:
+    # the first event's window [50, 60) closes late; earlier windows of later reads first
+    rows = [("slow", 1.0, 55.0)] + [("fast", 1.0, float(t)) for t in range(1, 131)]
+    sink = CommitWatchingSink()
+    win = ti.windows.tumbling(
+        10, agg=ti.agg.count(), key=lambda p: p["user"], max_delay=60, name="w"
+    )
+    pipeline = ti.Pipeline(
+        ti.sources.from_iterable(make_events(rows)), win, sink=sink, max_batch=4, capacity=8
+    )
+    sink.pipeline = pipeline
+    report = anyio.run(pipeline.run, backend=backend)
+    assert report.committed["source"] == len(rows)
+    ids = [[e.id for e in batch] for _c, batch in sink.seen]
+    slow = next(k for k, batch in enumerate(ids) if "w:slow:50" in batch)
+    assert slow > 0  # fast windows were written first, while the slow one was open
+    # the slow window holds event 0, of the first read: until its result is written,
+    # nothing of this source may be committed
+    assert [c for c, _b in sink.seen[: slow + 1]] == [None] * (slow + 1)
+    assert report.in_flight == 0
