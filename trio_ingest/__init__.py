@@ -60,7 +60,9 @@ from .runtime import RunReport as RunReport
 from .sinks import Sink as Sink
 from .sources import Read as Read
 from .sources import Source as Source
+from .stages import agg as agg
 from .stages import batch as batch
+from .stages import dedupe as dedupe
 from .stages import filter as filter
 from .stages import flat_map as flat_map
 from .stages import inspect as inspect
@@ -68,9 +70,12 @@ from .stages import key_by as key_by
 from .stages import map as map
 from .stages import map_batch as map_batch
 from .stages import map_event as map_event
+from .stages import reorder as reorder
 from .stages import route as route
 from .stages import route_by_key as route_by_key
+from .stages import stateful_map as stateful_map
 from .stages import tap as tap
+from .stages import windows as windows
 
 __version__ = "0.1.0"
 
@@ -103,7 +108,9 @@ __all__ = (
     "SourceError",
     "StageError",
     "TransientError",
+    "agg",
     "batch",
+    "dedupe",
     "filter",
     "flat_map",
     "inspect",
@@ -112,12 +119,15 @@ __all__ = (
     "map_batch",
     "map_event",
     "observe",
+    "reorder",
     "route",
     "route_by_key",
     "runtime",
     "sinks",
     "sources",
     "stages",
+    "stateful_map",
     "tap",
     "testing",
+    "windows",
 )

@@ -15,7 +15,7 @@ slow partition holds back only its own commits.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import anyio
@@ -104,6 +104,13 @@ class AckTracker:
     def lowest_open_offset(self) -> Any:
         """Offset of the oldest read still open, or ``None`` when all are finished."""
         return self._open[0].offset if self._open else None
+
+    def earliest(self, tokens: Collection[AckToken]) -> AckToken | None:
+        """The first of ``tokens`` in read order: the one holding this intake's commit back."""
+        for token in self._open:
+            if token in tokens:
+                return token
+        return None
 
     def _advance(self) -> None:
         opened = self._open

@@ -18,11 +18,12 @@ from ..sinks._base import Sink
 from ..sources._base import Source
 from ..stages._custom import CustomStage, is_custom_stage
 from ..stages._operators import BatchStage, Operator, Route
+from ..stages._stateful import StatefulStage
 
 __all__ = ("GraphModel", "Node", "NodeRef", "PipelineModel")
 
 NodeRef: TypeAlias = "str | tuple[str, str]"
-StageLike: TypeAlias = "Operator | BatchStage | CustomStage"
+StageLike: TypeAlias = "Operator | BatchStage | CustomStage | StatefulStage"
 
 
 @attrs.define(eq=False)
@@ -155,7 +156,9 @@ class GraphModel:
         name: str | None = None,
     ) -> str:
         """Add a stage reading from ``inputs`` (names, or ``(route, port)``); returns its name."""
-        if not isinstance(stage, Operator | BatchStage) and not is_custom_stage(stage):
+        if not isinstance(stage, Operator | BatchStage | StatefulStage) and not is_custom_stage(
+            stage
+        ):
             raise ConfigError(
                 f"add_stage() needs a stage (ti.map(...), ti.filter(...), ... or an object with "
                 f"a name and an async run(inbox, outbox)): {stage!r}"
@@ -223,7 +226,7 @@ class GraphModel:
                         raise GraphError(
                             f"route {up!r} has no port {port!r} (ports: {upstream.obj.ports})"
                         )
-                elif port is not None:
+                elif port is not None and port not in getattr(upstream.obj, "extra_ports", ()):
                     raise GraphError(
                         f"{node.role} {node.name!r} reads port {port!r} of {up!r}, "
                         "which is not a route"

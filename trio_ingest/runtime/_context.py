@@ -139,6 +139,10 @@ class WorkerContext:
             return
         await emit_to(edges, batch, self.rt.ledger, progress)
 
+    def wired(self, port: str | None) -> bool:
+        """Whether anything reads the output ``port`` of this stage."""
+        return bool(self._edges.get(port))
+
     # -- finishing events -----------------------------------------------------
     def drop(self, stats: StatsLike, batch: Batch) -> None:
         self.rt.dropped(stats, batch)

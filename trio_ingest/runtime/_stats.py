@@ -88,6 +88,7 @@ class NodeStatistics:
         batches: Batches processed.
         busy_seconds: Time spent processing batches.
         latency: Per-batch processing time.
+        late: Events behind the watermark of an event-time stage (routed or dead-lettered).
     """
 
     name: str
@@ -101,6 +102,7 @@ class NodeStatistics:
     batches: int
     busy_seconds: float
     latency: LatencyStatistics
+    late: int = 0
 
 
 class NodeStats:
@@ -115,6 +117,7 @@ class NodeStats:
         "events_out",
         "filtered",
         "kind",
+        "late",
         "latency",
         "name",
         "retries",
@@ -129,6 +132,7 @@ class NodeStats:
         self.retries = 0
         self.dead_lettered = 0
         self.filtered = 0
+        self.late = 0
         self.batches = 0
         self.busy_seconds = 0.0
         self.latency = Histogram()
@@ -153,4 +157,5 @@ class NodeStats:
             batches=self.batches,
             busy_seconds=self.busy_seconds,
             latency=self.latency.statistics(),
+            late=self.late,
         )

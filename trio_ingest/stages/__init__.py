@@ -3,6 +3,8 @@
 from ._custom import CustomStage as CustomStage
 from ._custom import Inbox as Inbox
 from ._custom import Outbox as Outbox
+from ._keyed import dedupe as dedupe
+from ._keyed import stateful_map as stateful_map
 from ._operators import batch as batch
 from ._operators import filter as filter
 from ._operators import flat_map as flat_map
@@ -13,6 +15,7 @@ from ._operators import map_batch as map_batch
 from ._operators import map_event as map_event
 from ._operators import route as route
 from ._operators import route_by_key as route_by_key
+from ._windows import reorder as reorder
 
 tap = inspect
 
@@ -21,6 +24,7 @@ __all__ = (
     "Inbox",
     "Outbox",
     "batch",
+    "dedupe",
     "filter",
     "flat_map",
     "inspect",
@@ -28,7 +32,9 @@ __all__ = (
     "map",
     "map_batch",
     "map_event",
+    "reorder",
     "route",
     "route_by_key",
+    "stateful_map",
     "tap",
 )

@@ -49,6 +49,7 @@ class StatsLike(Protocol):
     retries: int
     dead_lettered: int
     filtered: int
+    late: int
     batches: int
     events_in: int
     events_out: int
@@ -87,6 +88,10 @@ class StageContext(Protocol):
 
         A cancelled emit has no effect on what it did not send (``progress.sent``).
         """
+        ...
+
+    def wired(self, port: str | None) -> bool:
+        """Whether anything reads the output ``port`` (a stage's optional ports, e.g. ``late``)."""
         ...
 
     def drop(self, stats: StatsLike, batch: Batch) -> None:

@@ -1,0 +1,743 @@
+"""Keyed event-time windows: ``ti.windows.tumbling``, ``sliding`` and ``session``.
+
+A window is a stage like any other (``work(ctx)``). It keeps, per key and
+window, an accumulator, a count and the acknowledgement tokens of the events it
+folded in; the tokens stay open until the window's result is emitted, so a
+source never commits past an event whose window is still open.
+
+The watermark is the largest event time seen minus ``max_delay``, per partition
+(the source an event came from, or ``partition(payload)``), the minimum across
+partitions; it never goes back. A partition silent for ``idle_timeout`` seconds
+of processing time stops holding it back (when every partition is silent, the
+watermark moves to the largest event time seen). The end of the input moves it
+to +infinity: every window closes before ``run()`` returns.
+
+A window ``[start, end)`` closes when the watermark reaches ``end +
+allowed_lateness``; its result is one event, payload ``{"key", "start", "end",
+"value", "count"}``, id ``f"{name}:{key}:{start}"``, event time ``end``. An event
+is late when every window it belongs to has closed: it is counted in the
+stage's ``late`` counter and sent to the ``late`` port when a Graph wires one,
+else dead-lettered with a reason saying how late. Lateness is decided against
+the watermark as it stands before each event, so results do not depend on how
+the input was batched.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
+
+from .._acks import AckToken
+from .._batch import Batch
+from .._errors import ConfigError, IngestError
+from .._event import Event
+from .._validators import check, non_negative, positive
+from ._agg import Agg
+from ._agg import reduce as _reduce_agg
+from ._context import StageContext
+from ._stateful import StatefulStage
+
+__all__ = (
+    "LateEventError",
+    "Reorder",
+    "Watermark",
+    "WindowStage",
+    "reorder",
+    "session",
+    "sliding",
+    "tumbling",
+)
+
+_inf = math.inf
+
+
+class LateEventError(IngestError):
+    """An event arrived after every window it belongs to had closed."""
+
+
+def _num(x: float) -> str:
+    """A window bound as people write it: ``100`` for 100.0, ``12.5`` otherwise."""
+    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+
+
+class Watermark:
+    """Event-time progress: per partition max event time - ``max_delay``, the minimum across."""
+
+    __slots__ = ("_max", "_seen", "idle_timeout", "max_delay", "value")
+
+    def __init__(self, max_delay: float, idle_timeout: float | None) -> None:
+        self.max_delay = max_delay
+        self.idle_timeout = idle_timeout
+        self._max: dict[Hashable, float] = {}
+        self._seen: dict[Hashable, float] = {}  # processing time of the last arrival
+        self.value = -_inf
+
+    def observe(self, partition: Hashable, t: float, now: float) -> None:
+        """An event of ``partition`` with event time ``t`` arrived at processing time ``now``."""
+        m = self._max
+        old = m.get(partition)
+        self._seen[partition] = now
+        if old is not None and t <= old:
+            return
+        m[partition] = t
+        if len(m) == 1:
+            candidate = t - self.max_delay
+            if candidate > self.value:
+                self.value = candidate
+        else:
+            self.refresh(now)
+
+    def refresh(self, now: float) -> None:
+        """Recompute across partitions, leaving out the idle ones (processing time ``now``)."""
+        if not self._max:
+            return
+        idle = self.idle_timeout
+        if idle is None:
+            candidate = min(self._max.values()) - self.max_delay
+        else:
+            seen = self._seen
+            active = [t for p, t in self._max.items() if seen[p] + idle > now]
+            if active:
+                candidate = min(active) - self.max_delay
+            else:  # every input is silent: nothing more is coming soon
+                candidate = max(self._max.values())
+        if candidate > self.value:
+            self.value = candidate
+
+    def next_idle(self, now: float) -> float:
+        """When the next active partition turns idle (``inf``: never, or no timeout)."""
+        idle = self.idle_timeout
+        if idle is None:
+            return _inf
+        times = [s + idle for s in self._seen.values() if s + idle > now]
+        return min(times) if times else _inf
+
+    def end(self) -> None:
+        """The input ended: every window closes."""
+        self.value = _inf
+
+
+class _Window:
+    """One open window of one key: accumulator, event count, tokens of the events in it."""
+
+    __slots__ = ("acc", "alive", "count", "end", "key", "start", "tokens")
+
+    def __init__(self, key: Any, start: float, end: float, acc: Any) -> None:
+        self.key = key
+        self.start = start
+        self.end = end
+        self.acc = acc
+        self.count = 0
+        self.tokens: dict[AckToken, int] = {}
+        self.alive = True
+
+    def hold(self, token: AckToken) -> None:
+        tokens = self.tokens
+        tokens[token] = tokens.get(token, 0) + 1
+
+
+class WindowStage(StatefulStage):
+    """Keyed event-time windows (made by :func:`tumbling`, :func:`sliding`, :func:`session`)."""
+
+    kind = "window"
+    #: Output ports a Graph may wire besides the plain output; unwired, late events
+    #: are dead-lettered.
+    extra_ports: tuple[str, ...] = ("late",)
+
+    def __init__(
+        self,
+        shape: str,
+        size: float,
+        every: float | None,
+        *,
+        key: Callable[[Any], Hashable] | None,
+        reduce: Callable[[Any, Any], Any] | None,
+        initial: Any,
+        merge: Callable[[Any, Any], Any] | None,
+        agg: Agg | None,
+        max_delay: float,
+        allowed_lateness: float,
+        idle_timeout: float | None,
+        partition: Callable[[Any], Hashable] | None,
+        name: str | None,
+    ) -> None:
+        if agg is not None and reduce is not None:
+            raise ConfigError("a window takes 'reduce' or 'agg', not both")
+        if agg is None and reduce is None:
+            raise ConfigError("a window needs 'reduce' (with 'initial') or 'agg' (ti.agg.*)")
+        if agg is None:
+            assert reduce is not None
+            agg = _reduce_agg(reduce, initial, merge)
+        elif not isinstance(agg, Agg):
+            raise ConfigError(f"'agg' must be an aggregation (ti.agg.*): {agg!r}")
+        if shape == "session" and agg.merge is None:
+            raise ConfigError("session windows merge: give 'merge' with 'reduce'")
+        if key is not None and not callable(key):
+            raise ConfigError(f"'key' must be callable: {key!r}")
+        if partition is not None and not callable(partition):
+            raise ConfigError(f"'partition' must be callable: {partition!r}")
+        self.shape = shape
+        self.size = size
+        self.every = every
+        self.key = key
+        self.agg = agg
+        self.max_delay = float(check(non_negative, "max_delay", max_delay))
+        self.allowed_lateness = float(check(non_negative, "allowed_lateness", allowed_lateness))
+        self.idle_timeout = (
+            None if idle_timeout is None else float(check(positive, "idle_timeout", idle_timeout))
+        )
+        self.partition = partition
+        super().__init__(name)
+        self.name = name or shape
+
+    def __repr__(self) -> str:
+        return f"<window {self.name!r} {self.shape} size={self.size}>"
+
+    def in_hand(self, default_batch: int) -> int:
+        """Events it holds beyond its input edge: a batch in hand and a batch of results.
+
+        Open windows hold accumulators and acknowledgement tokens, not events.
+        """
+        return 2 * default_batch
+
+    # -- window assignment ------------------------------------------------------
+    def _starts(self, t: float) -> Iterable[float]:
+        """The starts of the fixed windows holding event time ``t`` (newest first)."""
+        size = self.size
+        if self.every is None:
+            return (math.floor(t / size) * size,)
+        every = self.every
+        starts = []
+        k = math.floor(t / every)
+        while True:
+            start = k * every
+            if start + size <= t:
+                break
+            if start <= t:
+                starts.append(start)
+            k -= 1
+        return starts
+
+    # -- the stage protocol -----------------------------------------------------
+    async def work(self, ctx: StageContext) -> None:
+        """Fold each batch into its windows; emit the windows the watermark closed."""
+        run = _Run(self, ctx)
+        clock = ctx.clock
+        ended = False
+        while not ended:
+            now = clock()
+            got = await ctx.receive(run.wm.next_idle(now))
+            now = clock()
+            started = now
+            if got is None:
+                ended = True
+                run.wm.end()
+            elif got.payloads:
+                await run.fold(got, now)
+            n_in = len(got) if got is not None else 0
+            run.wm.refresh(now)
+            n_out = await run.close()
+            if n_in or n_out:
+                ctx.stats.record_batch(n_in, n_out, clock() - started)
+
+
+class _Run:
+    """The state of one running window stage."""
+
+    def __init__(self, stage: WindowStage, ctx: StageContext) -> None:
+        self.stage = stage
+        self.ctx = ctx
+        self.agg = stage.agg
+        self.wm = Watermark(stage.max_delay, stage.idle_timeout)
+        self.lateness = stage.allowed_lateness
+        self.open: dict[tuple[Any, float], _Window] = {}  # fixed windows by (key, start)
+        self.sessions: dict[Any, list[_Window]] = {}  # session windows by key
+        # (end, seq, window): windows by closing time; stale session entries skipped
+        self.heap: list[tuple[float, int, _Window]] = []
+        self.seq = itertools.count()
+
+    # -- folding -----------------------------------------------------------------
+    async def fold(self, batch: Batch, now: float) -> None:
+        stage, ctx, wm = self.stage, self.ctx, self.wm
+        keyfn, partfn = stage.key, stage.partition
+        add = self.agg.add
+        late: list[int] = []
+        reasons: list[str] = []
+        failed: list[int] = []
+        errors: list[tuple[Exception, int]] = []
+        events, payloads, tokens = batch.events, batch.payloads, batch.tokens
+        session = stage.shape == "session"
+        fast = stage.shape == "tumbling" and partfn is None
+        if fast:
+            self._fold_tumbling(batch, now, late, reasons, failed, errors)
+        for i in range(0 if fast else len(payloads)):
+            event, payload, token = events[i], payloads[i], tokens[i]
+            t = event.event_time
+            try:
+                key = keyfn(payload) if keyfn is not None else event.key
+                hash(key)
+                part = partfn(payload) if partfn is not None else token.tracker.name
+                hash(part)
+                if session:
+                    reason = self._fold_session(key, t, payload, token)
+                else:
+                    reason = self._fold_fixed(key, t, payload, token, add)
+            except Exception as exc:  # noqa: BLE001 -- the user's function fails this event alone
+                failed.append(i)
+                errors.append((exc, 1))
+                continue
+            if reason is not None:
+                late.append(i)
+                reasons.append(reason)
+            wm.observe(part, t, now)
+        if failed:
+            ctx.stats.errors += len(failed)
+            await ctx.dead_letter(ctx.stats, batch, failed, errors)
+        if late:
+            ctx.stats.late += len(late)
+            if ctx.wired("late"):
+                await ctx.emit(batch.select(late), "late")
+            else:
+                await ctx.dead_letter(
+                    ctx.stats, batch, late, [(LateEventError(r), 1) for r in reasons]
+                )
+
+    def _fold_tumbling(
+        self,
+        batch: Batch,
+        now: float,
+        late: list[int],
+        reasons: list[str],
+        failed: list[int],
+        errors: list[tuple[Exception, int]],
+    ) -> None:
+        """:meth:`fold` for tumbling windows partitioned by source: the hot loop inlined."""
+        stage, wm = self.stage, self.wm
+        keyfn, add, initial = stage.key, self.agg.add, self.agg.initial
+        size, lateness, delay = stage.size, self.lateness, wm.max_delay
+        floor, heap, seq, push = math.floor, self.heap, self.seq, heapq.heappush
+        open_get, opened = self.open.get, self.open
+        tops = wm._max
+        events, payloads, tokens = batch.events, batch.payloads, batch.tokens
+        last_token: AckToken | None = None
+        part: Hashable = None
+        top = -_inf
+        single = True
+        mark = wm.value
+        for i in range(len(payloads)):
+            event, payload, token = events[i], payloads[i], tokens[i]
+            if token is not last_token:  # a batch mostly comes from one read
+                if last_token is not None:
+                    wm.value = mark
+                    wm.observe(part, top, now)
+                    mark = wm.value
+                last_token, part = token, token.tracker.name
+                top = tops.get(part, -_inf)
+                single = not tops or (len(tops) == 1 and part in tops)
+            t = event.event_time
+            start = floor(t / size) * size
+            if start + size + lateness <= mark:
+                late.append(i)
+                reasons.append(self._late_at(mark, t, start, start + size))
+            else:
+                try:
+                    key = keyfn(payload) if keyfn is not None else event.key
+                    w = open_get((key, start))
+                    if w is None:
+                        w = _Window(key, start, start + size, initial())
+                        w.acc = add(w.acc, payload)
+                        opened[(key, start)] = w
+                        push(heap, (w.end, next(seq), w))
+                    else:
+                        w.acc = add(w.acc, payload)
+                except Exception as exc:  # noqa: BLE001 -- the user's function fails this event alone
+                    failed.append(i)
+                    errors.append((exc, 1))
+                    continue
+                w.count += 1
+                held = w.tokens
+                held[token] = held.get(token, 0) + 1
+            if t > top:
+                top = t
+                if single:  # one partition: no minimum to take
+                    if t - delay > mark:
+                        mark = t - delay
+                else:
+                    wm.value = mark
+                    wm.observe(part, t, now)
+                    mark = wm.value
+        wm.value = mark
+        if last_token is not None:
+            wm.observe(part, top, now)
+
+    def _late(self, t: float, start: float, end: float) -> str:
+        return self._late_at(self.wm.value, t, start, end)
+
+    @staticmethod
+    def _late_at(wm: float, t: float, start: float, end: float) -> str:
+        return (
+            f"late by {wm - t:.1f} s (window [{_num(start)}, {_num(end)}) "
+            f"closed at watermark {wm!r})"
+        )
+
+    def _fold_fixed(
+        self, key: Any, t: float, payload: Any, token: AckToken, add: Callable[[Any, Any], Any]
+    ) -> str | None:
+        """Fold one event into its open fixed windows; the late reason when none is open."""
+        size, edge = self.stage.size, self.wm.value - self.lateness
+        starts = [s for s in self.stage._starts(t) if s + size > edge]
+        if not starts:
+            last = max(self.stage._starts(t))
+            return self._late(t, last, last + size)
+        windows = []
+        for start in starts:
+            w = self.open.get((key, start))
+            if w is None:
+                w = _Window(key, start, start + size, self.agg.initial())
+            w.acc = add(w.acc, payload)  # may raise: this event fails, the window stays as it was
+            windows.append(w)
+        if len(windows) > 1:  # one unit of the token per window holding the event
+            self.ctx.expand(token, len(windows))
+        for w in windows:
+            if w.count == 0:
+                self.open[(key, w.start)] = w
+                heapq.heappush(self.heap, (w.end, next(self.seq), w))
+            w.count += 1
+            w.hold(token)
+        return None
+
+    def _fold_session(self, key: Any, t: float, payload: Any, token: AckToken) -> str | None:
+        gap = self.stage.size
+        end = t + gap
+        if end + self.lateness <= self.wm.value:
+            return self._late(t, t, end)
+        agg = self.agg
+        merge = agg.merge
+        assert merge is not None
+        acc = agg.add(agg.initial(), payload)  # may raise before anything changes
+        sessions = self.sessions.setdefault(key, [])
+        touching = [s for s in sessions if s.start < end and t < s.end]
+        if not touching:
+            w = _Window(key, t, end, acc)
+        else:
+            touching.sort(key=lambda s: s.start)
+            w = touching[0]
+            for other in touching[1:]:
+                w.acc = merge(w.acc, other.acc)
+                w.count += other.count
+                for tok, units in other.tokens.items():
+                    w.tokens[tok] = w.tokens.get(tok, 0) + units
+                w.end = max(w.end, other.end)
+                other.alive = False
+                sessions.remove(other)
+            w.acc = merge(w.acc, acc)
+            w.start = min(w.start, t)
+            w.end = max(w.end, end)
+        if w not in sessions:
+            sessions.append(w)
+        w.count += 1
+        w.hold(token)
+        heapq.heappush(self.heap, (w.end, next(self.seq), w))
+        return None
+
+    # -- closing -----------------------------------------------------------------
+    async def close(self) -> int:
+        """Emit every window the watermark closed, oldest end first; returns how many."""
+        heap, edge = self.heap, self.wm.value - self.lateness
+        ctx = self.ctx
+        closed: list[_Window] = []
+        while heap and heap[0][0] <= edge:
+            end, _seq, w = heapq.heappop(heap)
+            if not w.alive or w.end != end:
+                continue  # a session that grew or merged: a newer entry stands for it
+            w.alive = False
+            if self.stage.shape == "session":
+                sessions = self.sessions[w.key]
+                sessions.remove(w)
+                if not sessions:
+                    del self.sessions[w.key]
+            else:
+                del self.open[(w.key, w.start)]
+            closed.append(w)
+        for i in range(0, len(closed), ctx.max_batch):
+            await self._emit(closed[i : i + ctx.max_batch])
+        return len(closed)
+
+    async def _emit(self, windows: list[_Window]) -> None:
+        name, result = self.stage.name, self.agg.result
+        events: list[Event] = []
+        payloads: list[Any] = []
+        carried: list[AckToken] = []
+        rest: list[AckToken] = []
+        for w in windows:
+            payload = {
+                "key": w.key,
+                "start": w.start,
+                "end": w.end,
+                "value": result(w.acc),
+                "count": w.count,
+            }
+            events.append(Event(f"{name}:{w.key}:{w.start}", payload, w.key, w.end))
+            payloads.append(payload)
+            carry = _carrier(w.tokens)
+            carried.append(carry)
+            for tok, units in w.tokens.items():
+                rest.extend([tok] * (units - 1 if tok is carry else units))
+        out = Batch(events, payloads, carried)
+        await self.ctx.forward(out)
+        if rest:
+            # folded into a result that is now on its way: finished as filtered; the carried
+            # token (the earliest read) keeps the source's commit behind the result
+            self.ctx.drop(self.ctx.stats, Batch([events[0]] * len(rest), [None] * len(rest), rest))
+
+
+def _carrier(tokens: dict[AckToken, int]) -> AckToken:
+    """The token a window's result carries: the earliest read of the first source in it."""
+    first = next(iter(tokens))
+    if len(tokens) == 1:
+        return first
+    earliest = first.tracker.earliest(tokens)
+    return earliest if earliest is not None else first
+
+
+# -- the public constructors ------------------------------------------------------
+
+
+def _common(
+    name: str | None,
+    key: Callable[[Any], Hashable] | None,
+    reduce: Callable[[Any, Any], Any] | None,
+    initial: Any,
+    merge: Callable[[Any, Any], Any] | None,
+    agg: Agg | None,
+    max_delay: float,
+    allowed_lateness: float,
+    idle_timeout: float | None,
+    partition: Callable[[Any], Hashable] | None,
+) -> dict[str, Any]:
+    return {
+        "key": key,
+        "reduce": reduce,
+        "initial": initial,
+        "merge": merge,
+        "agg": agg,
+        "max_delay": max_delay,
+        "allowed_lateness": allowed_lateness,
+        "idle_timeout": idle_timeout,
+        "partition": partition,
+        "name": name,
+    }
+
+
+def tumbling(
+    size: float,
+    *,
+    key: Callable[[Any], Hashable] | None = None,
+    reduce: Callable[[Any, Any], Any] | None = None,
+    initial: Any = None,
+    merge: Callable[[Any, Any], Any] | None = None,
+    agg: Agg | None = None,
+    max_delay: float = 0.0,
+    allowed_lateness: float = 0.0,
+    idle_timeout: float | None = None,
+    partition: Callable[[Any], Hashable] | None = None,
+    name: str | None = None,
+) -> WindowStage:
+    """Fixed, non-overlapping windows ``[k * size, (k + 1) * size)`` per key.
+
+    Args:
+        size: Window length in seconds of event time.
+        key: ``key(payload)``; the event's key (``key_by``) when not given.
+        reduce: ``reduce(acc, payload) -> acc``, from ``initial`` (a callable makes a
+            fresh one per window); or ``agg``, a ready aggregation (``ti.agg.*``).
+        merge: Joins two accumulators (session windows need it with ``reduce``).
+        max_delay: How far behind the largest event time events may arrive.
+        allowed_lateness: How long after the watermark passed its end a window stays open.
+        idle_timeout: Seconds of processing time after which a silent partition stops
+            holding the watermark back.
+        partition: ``partition(payload)``; the source an event came from when not given.
+        name: The node name; result ids start with it.
+
+    Raises:
+        ConfigError: A value is out of range or the aggregation is missing.
+    """
+    check(positive, "size", size)
+    return WindowStage(
+        "tumbling",
+        size,
+        None,
+        **_common(
+            name, key, reduce, initial, merge, agg, max_delay, allowed_lateness, idle_timeout,
+            partition,
+        ),
+    )
+
+
+def sliding(
+    size: float,
+    every: float,
+    *,
+    key: Callable[[Any], Hashable] | None = None,
+    reduce: Callable[[Any, Any], Any] | None = None,
+    initial: Any = None,
+    merge: Callable[[Any, Any], Any] | None = None,
+    agg: Agg | None = None,
+    max_delay: float = 0.0,
+    allowed_lateness: float = 0.0,
+    idle_timeout: float | None = None,
+    partition: Callable[[Any], Hashable] | None = None,
+    name: str | None = None,
+) -> WindowStage:
+    """Overlapping windows ``[k * every, k * every + size)``; an event counts in each.
+
+    Arguments as for :func:`tumbling`. An event is late only when every window
+    holding it has closed.
+
+    Raises:
+        ConfigError: A value is out of range or the aggregation is missing.
+    """
+    check(positive, "size", size)
+    check(positive, "every", every)
+    return WindowStage(
+        "sliding",
+        size,
+        every,
+        **_common(
+            name, key, reduce, initial, merge, agg, max_delay, allowed_lateness, idle_timeout,
+            partition,
+        ),
+    )
+
+
+def session(
+    gap: float,
+    *,
+    key: Callable[[Any], Hashable] | None = None,
+    reduce: Callable[[Any, Any], Any] | None = None,
+    initial: Any = None,
+    merge: Callable[[Any, Any], Any] | None = None,
+    agg: Agg | None = None,
+    max_delay: float = 0.0,
+    allowed_lateness: float = 0.0,
+    idle_timeout: float | None = None,
+    partition: Callable[[Any], Hashable] | None = None,
+    name: str | None = None,
+) -> WindowStage:
+    """Per key, events less than ``gap`` apart form one session ``[first, last + gap)``.
+
+    An event bridging two sessions merges them (accumulators joined with ``merge``,
+    built into ``ti.agg.*``). Other arguments as for :func:`tumbling`; an event
+    is late when ``t + gap + allowed_lateness`` is behind the watermark.
+
+    Raises:
+        ConfigError: A value is out of range, the aggregation is missing, or a
+            ``reduce`` comes without ``merge``.
+    """
+    check(positive, "gap", gap)
+    return WindowStage(
+        "session",
+        gap,
+        None,
+        **_common(
+            name, key, reduce, initial, merge, agg, max_delay, allowed_lateness, idle_timeout,
+            partition,
+        ),
+    )
+
+
+class Reorder(StatefulStage):
+    """Emits events in event-time order within ``max_delay`` (late ones routed as windows do)."""
+
+    kind = "reorder"
+    extra_ports: tuple[str, ...] = ("late",)
+
+    def __init__(
+        self,
+        max_delay: float,
+        idle_timeout: float | None,
+        partition: Callable[[Any], Hashable] | None,
+        name: str | None,
+    ) -> None:
+        self.max_delay = float(check(non_negative, "max_delay", max_delay))
+        self.idle_timeout = (
+            None if idle_timeout is None else float(check(positive, "idle_timeout", idle_timeout))
+        )
+        if partition is not None and not callable(partition):
+            raise ConfigError(f"'partition' must be callable: {partition!r}")
+        self.partition = partition
+        super().__init__(name)
+
+    async def work(self, ctx: StageContext) -> None:
+        """Hold events until the watermark passes them, then emit them oldest first."""
+        wm = Watermark(self.max_delay, self.idle_timeout)
+        held: list[tuple[float, int, Event, Any, AckToken]] = []
+        seq = itertools.count()
+        partfn = self.partition
+        stats = ctx.stats
+        ended = False
+        while not ended:
+            got = await ctx.receive(wm.next_idle(ctx.clock()))
+            now = started = ctx.clock()
+            n_in = 0
+            if got is None:
+                ended = True
+                wm.end()
+            elif got.payloads:
+                n_in = len(got)
+                late: list[int] = []
+                reasons: list[str] = []
+                for i, (event, payload, token) in enumerate(
+                    zip(got.events, got.payloads, got.tokens, strict=True)
+                ):
+                    t = event.event_time
+                    mark = wm.value
+                    if t < mark:
+                        late.append(i)
+                        reasons.append(f"late by {mark - t:.1f} s (behind watermark {mark!r})")
+                    else:
+                        heapq.heappush(held, (t, next(seq), event, payload, token))
+                    part = partfn(payload) if partfn is not None else token.tracker.name
+                    wm.observe(part, t, now)
+                if late:
+                    stats.late += len(late)
+                    if ctx.wired("late"):
+                        await ctx.emit(got.select(late), "late")
+                    else:
+                        errors = [(LateEventError(r), 1) for r in reasons]
+                        await ctx.dead_letter(stats, got, late, errors)
+            wm.refresh(now)
+            out: list[tuple[float, int, Event, Any, AckToken]] = []
+            while held and held[0][0] <= wm.value:
+                out.append(heapq.heappop(held))
+            for i in range(0, len(out), ctx.max_batch):
+                part_out = out[i : i + ctx.max_batch]
+                await ctx.forward(
+                    Batch([o[2] for o in part_out], [o[3] for o in part_out],
+                          [o[4] for o in part_out])
+                )
+            if n_in or out:
+                stats.record_batch(n_in, len(out), ctx.clock() - started)
+
+
+def reorder(
+    max_delay: float,
+    *,
+    idle_timeout: float | None = None,
+    partition: Callable[[Any], Hashable] | None = None,
+    name: str | None = None,
+) -> Reorder:
+    """Emit events in event-time order, holding each until the watermark passes it.
+
+    The watermark is as for windows (largest event time - ``max_delay``, per
+    partition, the minimum; ``idle_timeout``; +infinity at the end). An event behind
+    the watermark cannot be put in order: it is late (counted, sent to the ``late``
+    port when wired, else dead-lettered with how late it is). Holds at most the
+    events within ``max_delay`` of the newest.
+
+    Raises:
+        ConfigError: A value is out of range.
+    """
+    return Reorder(max_delay, idle_timeout, partition, name)
