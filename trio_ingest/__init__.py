@@ -17,6 +17,8 @@ from . import sinks as sinks
 from . import sources as sources
 from . import stages as stages
 from . import testing as testing
+from ._budget import DeadLetterBudget as DeadLetterBudget
+from ._budget import DeadLetterBudgetError as DeadLetterBudgetError
 from ._edge import EdgeStatistics as EdgeStatistics
 from ._errors import ConfigError as ConfigError
 from ._errors import DeadLetterError as DeadLetterError
@@ -62,6 +64,8 @@ __all__ = (
     "ConfigError",
     "ConstantBackoff",
     "DeadLetter",
+    "DeadLetterBudget",
+    "DeadLetterBudgetError",
     "DeadLetterError",
     "EdgeStatistics",
     "Event",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 import anyio
 import attrs
 
+from .._budget import DeadLetterBudget
 from .._errors import ConfigError, GraphError
 from .._retry import RetryPolicy, check_policy
 from ..sinks._base import Sink
@@ -86,6 +87,9 @@ class Graph:
         max_batch: Most events a node takes from its input at once.
         shutdown_timeout: Default deadline of ``stop()``'s drain.
         commit_timeout: Bound on one (shielded) source commit.
+        dead_letter_budget: How many dead letters the run may produce before it
+            fails with :class:`~trio_ingest.DeadLetterBudgetError` (committing
+            nothing past the breach); ``None`` (the default): no limit.
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class Graph:
         max_batch: int = 256,
         shutdown_timeout: float = 30.0,
         commit_timeout: float = 10.0,
+        dead_letter_budget: DeadLetterBudget | None = None,
     ) -> None:
         if dead_letter is not None and not isinstance(dead_letter, Sink):
             raise ConfigError(f"'dead_letter' must be a Sink or None: {dead_letter!r}")
@@ -107,7 +112,13 @@ class Graph:
             raise ConfigError(f"'shutdown_timeout' must be > 0: {shutdown_timeout!r}")
         if not commit_timeout > 0:
             raise ConfigError(f"'commit_timeout' must be > 0: {commit_timeout!r}")
+        if dead_letter_budget is not None and not isinstance(dead_letter_budget,
+                                                             DeadLetterBudget):
+            raise ConfigError(
+                f"'dead_letter_budget' must be a DeadLetterBudget or None: {dead_letter_budget!r}"
+            )
         self.dead_letter = dead_letter
+        self.dead_letter_budget = dead_letter_budget
         self.retry = retry if retry is not None else RetryPolicy()
         self.shutdown_timeout = float(shutdown_timeout)
         self.commit_timeout = float(commit_timeout)
@@ -383,7 +394,8 @@ class Pipeline(Graph):
         source: Where events come from.
         *stages: Applied in order.
         sink: Where delivered events go.
-        dead_letter, retry, capacity, max_batch, shutdown_timeout: As for :class:`Graph`.
+        dead_letter, retry, capacity, max_batch, shutdown_timeout, commit_timeout,
+        dead_letter_budget: As for :class:`Graph`.
     """
 
     def __init__(
@@ -397,6 +409,7 @@ class Pipeline(Graph):
         max_batch: int = 256,
         shutdown_timeout: float = 30.0,
         commit_timeout: float = 10.0,
+        dead_letter_budget: DeadLetterBudget | None = None,
     ) -> None:
         super().__init__(
             dead_letter=dead_letter,
@@ -405,6 +418,7 @@ class Pipeline(Graph):
             max_batch=max_batch,
             shutdown_timeout=shutdown_timeout,
             commit_timeout=commit_timeout,
+            dead_letter_budget=dead_letter_budget,
         )
         previous = self.add_source(source)
         for stage in stages:

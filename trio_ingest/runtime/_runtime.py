@@ -33,6 +33,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from .._acks import AckToken, AckTracker, finish, retain
+from .._budget import BudgetCounter, reason_of
 from .._edge import Batch, Edge, EdgeBrokenError, EdgeReceiver, EdgeSender
 from .._errors import (
     DeadLetterError,
@@ -221,6 +222,9 @@ class Runtime:
         self.delivered = 0
         self.dead_lettered = 0
         self.filtered = 0
+        # the dead-letter budget's count (None: no budget); fed where events are counted
+        self.budget = (BudgetCounter(graph.dead_letter_budget)
+                       if graph.dead_letter_budget is not None else None)
         self.expanded = 0
         self.started_at: float | None = None
         self.finished_at: float | None = None
@@ -349,10 +353,14 @@ class Runtime:
         batch: Batch,
         indices: Sequence[int],
         errors: Sequence[tuple[Exception, int]],
+        *,
+        passed: int | None = None,
     ) -> None:
         """Send the events at ``indices`` of ``batch`` to the dead-letter sink.
 
-        ``errors[k]`` is the (last error, attempts) of ``indices[k]``.
+        ``errors[k]`` is the (last error, attempts) of ``indices[k]``; ``passed``
+        is how many events of the batch the failing node passed on (default:
+        the rest of ``batch``), for the dead-letter budget.
 
         Raises:
             StageError: There is no dead-letter sink (stages).
@@ -370,24 +378,33 @@ class Runtime:
             failure = StageError(stats.name, event_id, error)
             _note(failure, "stage", stats.name)
             raise failure from error
+        if passed is None:
+            passed = len(batch) - len(indices)
         letters = [
             DeadLetter.from_exception(batch.event(i), stats.name, error, attempts)
             for i, (error, attempts) in zip(indices, errors, strict=True)
         ]
         await self._send_letters(
-            worker.dead, stats, letters, [batch.tokens[i] for i in indices], batch.trace
+            worker.dead, stats, letters, [batch.tokens[i] for i in indices], batch.trace,
+            passed,
         )
 
     async def dead_letter_records(
-        self, worker: _Worker, stats: NodeStats, letters: list[DeadLetter], token: AckToken
+        self,
+        worker: _Worker,
+        stats: NodeStats,
+        letters: list[DeadLetter],
+        token: AckToken,
+        passed: int = 0,
     ) -> None:
-        """Dead-letter records a source rejected (they never became events)."""
+        """Dead-letter records a source rejected (``passed``: the events of the same read)."""
         if not letters:
             return
         if worker.dead is None:
             letter = letters[0]
             raise DeadLetterError(stats.name, letter.event.id, letter.error)
-        await self._send_letters(worker.dead, stats, letters, [token] * len(letters), None)
+        await self._send_letters(worker.dead, stats, letters, [token] * len(letters), None,
+                                 passed)
 
     async def _send_letters(
         self,
@@ -396,8 +413,18 @@ class Runtime:
         letters: list[DeadLetter],
         tokens: list[AckToken],
         trace: Any,
+        passed: int,
     ) -> None:
-        """Log each letter, count them, and send them on with their acks to the dead-letter sink."""
+        """Log each letter, count them, and send them on with their acks to the dead-letter sink.
+
+        Raises:
+            DeadLetterBudgetError: These letters cross the budget; they are not
+                sent, so their acks never finish and nothing past them commits.
+        """
+        if self.budget is not None:
+            self.budget.dead_lettered(
+                (reason_of(lt.error_type, lt.error) for lt in letters), passed=passed
+            )
         for letter in letters:
             event = letter.event
             kind = letter.error_type.rpartition(".")[2]  # the class name, as logged on retries
@@ -684,7 +711,8 @@ class _Runner(abc.ABC):
                     dead.add(i)
                     failed = Batch([batch.events[i]], [item], [batch.tokens[i]])
                     await self.rt.dead_letter(
-                        worker, op_stats, failed, [0], [(gave_up.error, gave_up.attempts)]
+                        worker, op_stats, failed, [0], [(gave_up.error, gave_up.attempts)],
+                        passed=len(batch) - len(failures),
                     )
                     break
                 error_or_none = None
@@ -829,10 +857,12 @@ class SourceRunner(_Runner):
             rejected = read.rejected
             token = tracker.issue(read.offset, n + len(rejected))
             rt.received += n + len(rejected)
+            if rt.budget is not None:
+                rt.budget.admitted(n + len(rejected))
             stats.events_in += n + len(rejected)
             stats.batches += 1
             if rejected:
-                await rt.dead_letter_records(worker, stats, rejected, token)
+                await rt.dead_letter_records(worker, stats, rejected, token, n)
             if not n:
                 continue
             stats.events_out += n
@@ -1156,6 +1186,8 @@ class SinkRunner(_Runner):
             self.rt.dead_lettered += n
         else:
             self.rt.delivered += n
+            if self.rt.budget is not None:
+                self.rt.budget.delivered(n)
 
     async def _write(self, worker: _Worker, batch: Batch) -> None:
         clock = self.rt.loop.clock
@@ -1376,6 +1408,8 @@ class PipelineHandle:
         rt = self._rt
         token = self.tracker.issue(self._count, len(events))
         rt.received += len(events)
+        if rt.budget is not None:
+            rt.budget.admitted(len(events))
         self._stats.events_in += len(events)
         self._stats.events_out += len(events)
         batch = Batch.of(events, token)
