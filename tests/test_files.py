@@ -9,9 +9,11 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import trio_ingest as ti
-from trio_ingest.sources._files import read_checkpoint, write_checkpoint
+from trio_ingest.sources._files import checkpoint_of, read_checkpoint, write_checkpoint
 
 pytestmark = pytest.mark.anyio
 
@@ -133,7 +135,7 @@ async def test_resumes_from_the_checkpoint_with_line_numbers(tmp_path: Path) -> 
     write_lines(data, lines)
     checkpoint = tmp_path / "in.checkpoint"
     offset = sum(len(line) + 1 for line in lines[:6])
-    write_checkpoint(checkpoint, {"offset": offset, "line": 6})
+    write_checkpoint(checkpoint, checkpoint_of(data, offset, 6))
     with data.open("a") as f:
         f.write("broken\n")
     _, sink, dead = await run(ti.sources.JsonLines(data, checkpoint=checkpoint))
@@ -238,7 +240,7 @@ async def test_checkpoint_past_the_end_or_of_another_file_fails_at_open(tmp_path
     data = tmp_path / "in.jsonl"
     write_lines(data, ['{"id": "a"}'] * 3)
     checkpoint = tmp_path / "in.checkpoint"
-    write_checkpoint(checkpoint, {"offset": 10_000, "line": 3})
+    write_checkpoint(checkpoint, checkpoint_of(data, 10_000, 3))
     with pytest.raises(ti.SourceError, match="truncated or replaced"):
         await run(ti.sources.JsonLines(data, checkpoint=checkpoint))
     await run(ti.sources.JsonLines(data, checkpoint=tmp_path / "fresh.checkpoint"))
@@ -352,18 +354,18 @@ async def test_csv_bad_rows_are_dead_lettered(tmp_path: Path) -> None:
         b"b,1,extra\n"  # 3
         b",2\n"  # 4
         b"c,many\n"  # 5
-        b'd,"unclosed\n'  # 6 (runs to the end of the file)
+        b'd,"unclosed\n'  # 6 (spoils only its own line)
         b"e,3\n"
     )
     _, sink, dead = await run(ti.sources.CSV(data, converters={"qty": int}))
-    assert [e.id for e in sink.events] == ["a"]
+    assert [e.id for e in sink.events] == ["a", "e"]
     prefix = f"{data}:"
     assert dead_letter_reasons(dead) == {
         prefix + "3": "line 3: expected 2 fields, got 3",
         prefix + "4": "line 4: empty id field 'id'",
         prefix + "5": "line 5: column 'qty': ValueError: invalid literal for int() with "
                       "base 10: 'many'",
-        prefix + "6": "line 6: the file ends inside a quoted field",
+        prefix + "6": "line 6: unterminated quoted field opened at column 3",
     }
 
 
@@ -372,7 +374,7 @@ async def test_csv_resume_skips_the_header_and_given_fieldnames(tmp_path: Path) 
     write_lines(data, ["id\tv"] + [f"r{i}\t{i}" for i in range(10)])
     checkpoint = tmp_path / "in.checkpoint"
     header = len("id\tv\n")
-    write_checkpoint(checkpoint, {"offset": header + len("r0\t0\n"), "line": 2})
+    write_checkpoint(checkpoint, checkpoint_of(data, header + len("r0\t0\n"), 2))
     _, sink, _ = await run(ti.sources.CSV(data, delimiter="\t", checkpoint=checkpoint))
     assert [e.id for e in sink.events] == [f"r{i}" for i in range(1, 10)]
     # with fieldnames given, the first line is data
@@ -451,3 +453,140 @@ async def test_jsonlines_sink_unwritable_path_fails_at_open(tmp_path: Path) -> N
                           sink=ti.sinks.JsonLines(tmp_path / "no" / "dir.jsonl")).run()
     with pytest.raises(ti.ConfigError, match="'fsync' must be 'batch' or 'never': 'always'"):
         ti.sinks.JsonLines(tmp_path / "x", fsync="always")
+
+
+# -- CSV quoting (issue 12, defect 3) -------------------------------------------------
+
+
+async def test_csv_a_stray_quote_in_an_unquoted_field_is_data(tmp_path: Path) -> None:
+    # regression: the 5" made every later line one record, cut and dead-lettered, and
+    # the checkpoint committed past the good rows
+    rows = [f"{i},widget {i},{i}" for i in range(3000)]
+    rows[1000] = '1000,5" screen,1000'
+    data = tmp_path / "in.csv"
+    write_lines(data, ["id,name,qty", *rows])
+    checkpoint = tmp_path / "in.checkpoint"
+    _, sink, dead = await run(ti.sources.CSV(data, checkpoint=checkpoint))
+    assert not dead.events
+    assert len(sink.events) == 3000
+    assert sink.events[1000].payload["name"] == '5" screen'
+    stored = read_checkpoint(checkpoint)
+    assert stored is not None and stored["line"] == 3001
+
+
+async def test_csv_an_unterminated_quote_spoils_only_its_record(tmp_path: Path) -> None:
+    rows = ["id,name", "1,one", '2,"two', "3,three", "4,four"]
+    data = tmp_path / "in.csv"
+    write_lines(data, rows)
+    _, sink, dead = await run(ti.sources.CSV(data))
+    assert [e.id for e in sink.events] == ["1", "3", "4"]
+    assert dead_letter_reasons(dead) == {
+        f"{data}:3": "line 3: unterminated quoted field opened at column 3"}
+
+
+async def test_csv_an_unterminated_quote_closed_later_spoils_only_its_line(
+    tmp_path: Path,
+) -> None:
+    # the next quote closes the field and leaves junk behind it: not one record
+    rows = ["id,name", '1,"one', '2,"two"', "3,three"]
+    data = tmp_path / "in.csv"
+    write_lines(data, rows)
+    _, sink, dead = await run(ti.sources.CSV(data))
+    assert [e.id for e in sink.events] == ["2", "3"]
+    assert list(dead_letter_reasons(dead)) == [f"{data}:2"]
+    assert "unterminated quoted field opened at column 3" in dead.events[0].payload.error
+
+
+async def test_csv_follow_does_not_stall_on_an_unterminated_quote(tmp_path: Path) -> None:
+    data = tmp_path / "in.csv"
+    write_lines(data, ["id,name", '1,"one', "2,two", "3,three"])
+    sink, dead = ti.sinks.Memory(), ti.sinks.Memory()
+    source = ti.sources.CSV(data, follow=True, poll_interval=0.01)
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(ti.Pipeline(source, sink=sink, dead_letter=dead).serve)
+        with anyio.fail_after(10):
+            while len(sink.events) < 2:  # noqa: ASYNC110 -- polls a list the sink fills
+                await anyio.sleep(0.01)
+        report = await handle.stop(5)
+    ti.testing.assert_accounted(report)
+    assert [e.id for e in sink.events] == ["2", "3"]
+    assert len(dead.events) == 1
+
+
+async def test_csv_typed_columns(tmp_path: Path) -> None:
+    data = tmp_path / "in.csv"
+    write_lines(data, ["id,n,price,ok,tags", "1,3,2.5,true,[1]", "2,,0.5,no,{}",
+                       "3,x,1,yes,[]"])
+    _, sink, dead = await run(ti.sources.CSV(
+        data, schema="n:int,price:float,ok:bool,tags:json"))
+    assert [e.payload for e in sink.events] == [
+        {"id": "1", "n": 3, "price": 2.5, "ok": True, "tags": [1]},
+        {"id": "2", "n": None, "price": 0.5, "ok": False, "tags": {}},
+    ]
+    assert dead_letter_reasons(dead) == {f"{data}:4": "line 4: column 'n': expected int, got 'x'"}
+    _, sink, _ = await run(ti.sources.CSV(data, schema="infer"))
+    assert sink.events[0].payload == {"id": 1, "n": 3, "price": 2.5, "ok": True, "tags": "[1]"}
+    with pytest.raises(ti.ConfigError, match="'schema' type of column 'n' must be one of"):
+        ti.sources.CSV(data, schema="n:integer")
+
+
+def _csv_text(records: list[list[str]], quoting: int, stray: list[bool],
+              broken: list[bool]) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    # "\r\n": the writer quotes a field only for the characters of its line terminator
+    writer = csv.writer(out, quoting=quoting, lineterminator="\r\n")
+    # after an unterminated quote, Python's csv reads on until a quote closes it: when the
+    # closing quote is followed by a delimiter the lines are one valid record (ambiguous
+    # input, read as csv reads it). Quoting every field after it keeps records apart.
+    after_broken = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    writer.writerow(["id", "a", "b"])
+    seen_broken = False
+    for i, (fields, s, b) in enumerate(zip(records, stray, broken, strict=True)):
+        if b:
+            out.write(f'{i},"never closed,x\n')  # spoils itself only
+            seen_broken = True
+        elif s:
+            plain = fields[1].translate({ord(c): None for c in ',"\n\r'})
+            out.write(f'{i},5" screen,{plain}x\n')
+        else:
+            (after_broken if seen_broken else writer).writerow([str(i), *fields])
+    return out.getvalue()
+
+
+_FIELD = st.text(alphabet=st.sampled_from(list('ab ,"\n\r\t;x')), max_size=8)
+
+
+@given(
+    records=st.lists(st.lists(_FIELD, min_size=2, max_size=2), min_size=1, max_size=25),
+    quoting=st.sampled_from([0, 1, 2, 3]),  # csv.QUOTE_MINIMAL, ALL, NONNUMERIC, NONE
+    data=st.data(),
+)
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_csv_random_quoting_every_record_is_a_row_or_a_dead_letter(
+    tmp_path: Path, records: list[list[str]], quoting: int, data: st.DataObject
+) -> None:
+    import csv
+
+    n = len(records)
+    if quoting == csv.QUOTE_NONE:
+        # without quotes, fields cannot hold the delimiter, quotes or newlines
+        records = [[f.translate({ord(c): "_" for c in ',"\n\r'}) for f in r] for r in records]
+    stray = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    broken = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    text = _csv_text(records, quoting if quoting != csv.QUOTE_NONE else csv.QUOTE_NONE,
+                     stray, broken)
+    path = tmp_path / f"r{abs(hash(text))}.csv"
+    path.write_text(text)
+    source = ti.sources.CSV(path)
+    _, sink, dead = anyio.run(run, source)
+    assert len(sink.events) + len(dead.events) == n, (text, dead_letter_reasons(dead))
+    kept = {e.id for e in sink.events}
+    for i, (fields, s, b) in enumerate(zip(records, stray, broken, strict=True)):
+        if not s and not b:
+            assert str(i) in kept
+            payload = next(e.payload for e in sink.events if e.id == str(i))
+            assert [payload["a"], payload["b"]] == fields
