@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -590,3 +592,113 @@ def test_csv_random_quoting_every_record_is_a_row_or_a_dead_letter(
             assert str(i) in kept
             payload = next(e.payload for e in sink.events if e.id == str(i))
             assert [payload["a"], payload["b"]] == fields
+
+
+# -- rotation in follow mode (issue 12, defect 4) -------------------------------------
+
+
+async def _until(condition: Any, what: str) -> None:
+    with anyio.fail_after(20):
+        while not condition():  # noqa: ASYNC110 -- polls state the pipeline updates
+            await anyio.sleep(0.005)
+
+
+def _append(path: Path, start: int, n: int) -> int:
+    with path.open("ab") as f:
+        f.write("".join(json.dumps({"id": str(i), "pad": "x" * 40}) + "\n"
+                        for i in range(start, start + n)).encode())
+    return start + n
+
+
+@pytest.mark.parametrize("style", ["copytruncate", "rename"])
+async def test_follow_rotation_under_load_loses_and_repeats_nothing(
+    tmp_path: Path, style: str
+) -> None:
+    # regression: copy-truncate refilled past the old offset skipped lines; rename +
+    # recreate lost what was still appended to the old file
+    data = tmp_path / "app.log"
+    data.touch()
+    sink = ti.sinks.Memory()
+    source = ti.sources.JsonLines(data, follow=True, poll_interval=0.005,
+                                  checkpoint=tmp_path / "app.checkpoint")
+    pipeline = ti.Pipeline(source, sink=sink, dead_letter=ti.sinks.Memory(), capacity=64,
+                           max_batch=16)
+    written = 0
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(pipeline.serve)
+        # a reader at byte 0 cannot tell a truncated file from a new one: start it first
+        written = _append(data, written, 25)
+        await _until(lambda: len(sink.events) > 0, "the first line")
+        for rotation in range(4):
+            for _ in range(10):  # the writer keeps writing while the reader is behind
+                written = _append(data, written, 25)
+                await anyio.lowlevel.checkpoint()
+            if style == "copytruncate":
+                # refilled past the old offset before the reader polls again
+                (tmp_path / f"app.log.{rotation + 1}").write_bytes(data.read_bytes())
+                with data.open("r+b") as f:
+                    f.truncate(0)
+                first_new = written
+                written = _append(data, written, 300)
+            else:
+                data.rename(tmp_path / f"app.log.{rotation + 1}")
+                # the writer still appends to the renamed file before it reopens
+                written = _append(tmp_path / f"app.log.{rotation + 1}", written, 30)
+                data.touch()
+                first_new = written
+                written = _append(data, written, 100)
+            # one rotation at a time: the reader is on the new file before the next one
+            target = str(first_new)
+            await _until(lambda: any(e.id == target for e in sink.events),  # noqa: B023
+                         "the new file read")
+        with contextlib.suppress(TimeoutError):
+            await _until(lambda: len(sink.events) >= written, "every line")
+        got = {int(e.id) for e in sink.events}
+        missing = sorted(set(range(written)) - got)
+        assert not missing, (missing[:5], missing[-5:], len(missing), written)
+        report = await handle.stop(10)
+    ti.testing.assert_accounted(report)
+    ids = [e.id for e in sink.events]
+    assert sorted(ids, key=int) == [str(i) for i in range(written)]
+
+
+async def test_restart_after_a_rotation_with_events_in_flight_resumes_the_right_file(
+    tmp_path: Path,
+) -> None:
+    # regression: the commit after a rename stored the old offset under the new file's
+    # fingerprint, and a restart resumed inside the new file (lines lost)
+    data = tmp_path / "app.log"
+    checkpoint = tmp_path / "app.checkpoint"
+    written = _append(data, 0, 200)
+    seen: list[str] = []
+
+    class Slow(ti.sinks.Memory):
+        async def write_batch(self, events: list[ti.Event]) -> None:
+            await super().write_batch(events)
+            seen.extend(e.id for e in events)
+            await anyio.sleep(0.002)  # a slow database: events stay in flight
+
+    sink = Slow()
+    source = ti.sources.JsonLines(data, follow=True, poll_interval=0.005,
+                                  checkpoint=checkpoint, commit_interval=0)
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(ti.Pipeline(source, sink=sink, capacity=32, max_batch=8,
+                                            dead_letter=ti.sinks.Memory()).serve)
+        await _until(lambda: len(seen) >= 20, "some lines")
+        data.rename(tmp_path / "app.log.1")
+        data.touch()
+        written = _append(data, written, 200)
+        await _until(lambda: source.position > 0 and source._generation > 0, "the switch")
+        tg.cancel_scope.cancel()  # a crash: whatever is in flight stays uncommitted
+    stored = read_checkpoint(checkpoint)
+    assert stored is not None
+    second = ti.sinks.Memory()
+    source2 = ti.sources.JsonLines(data, follow=True, poll_interval=0.005,
+                                   checkpoint=checkpoint)
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(ti.Pipeline(source2, sink=second,
+                                            dead_letter=ti.sinks.Memory()).serve)
+        await _until(lambda: set(seen) | {e.id for e in second.events} >= {
+            str(i) for i in range(written)}, "every line after the restart")
+        await handle.stop(5)
+    assert set(seen) | {e.id for e in second.events} == {str(i) for i in range(written)}

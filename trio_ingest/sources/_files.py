@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -186,6 +187,7 @@ class _Chunk:
     records: int  # records consumed (events + rejected)
     restarted: bool = False  # the file was truncated or rewritten: read again from 0
     position: _Position | None = None
+    copy: Input | None = None  # where the lines not yet read went (copy-truncate)
 
 
 class _Reject(Exception):
@@ -372,16 +374,14 @@ class _FileSource(Source):
         if match is None:
             return inp, self._position(inp, offset, line)
         if self.follow:
-            rotated = self._find_rotated(data)
-            if rotated is not None:
-                old = open_input(rotated)
-                if self._matches(old, offset, expected, data.get("tail")) is None:
-                    log.warning("%s: %s was rotated while stopped; finishing %s from byte %d "
-                                "first", self.name, self.path, rotated, offset)
-                    inp.close()
-                    self._rotation_seen = True
-                    return old, self._position(old, offset, line)
-                old.close()
+            old = self._find_previous(offset, expected, data.get("tail"), data.get("device"),
+                                      data.get("inode"))
+            if old is not None:
+                log.warning("%s: %s was rotated while stopped; finishing the old file from "
+                            "byte %d first", self.name, self.path, offset)
+                inp.close()
+                self._rotation_seen = True
+                return old, self._position(old, offset, line)
             log.warning("%s: %s does not match checkpoint %s (%s); reading it from the start",
                         self.name, self.path, self.checkpoint, match)
             return inp, self._position(inp, 0, 0)
@@ -403,16 +403,32 @@ class _FileSource(Source):
             return f"the bytes before byte {offset} differ"
         return None
 
-    def _find_rotated(self, data: Mapping[str, Any]) -> Path | None:
-        device, inode = data.get("device"), data.get("inode")
-        if not isinstance(inode, int):
-            return None
+    def _find_previous(self, offset: int, expected: str, tail: object, device: object,
+                       inode: object) -> Input | None:
+        """The rotated-away file a position was read from: renamed (same inode) or copied.
+
+        Looks among the files next to ``path`` whose name starts with its name
+        (``in.log.1``, ``in.log-20261201``), for one holding the position's
+        content: the same first bytes and the same bytes before ``offset``.
+        """
+        candidates: list[tuple[bool, str]] = []
         with contextlib.suppress(OSError):
-            for entry in os.scandir(self.path.parent):
-                if entry.name.startswith(self.path.name) and entry.path != os.fspath(self.path):
-                    st = entry.stat(follow_symlinks=False)
-                    if st.st_ino == inode and st.st_dev == device:
-                        return Path(entry.path)
+            for entry in os.scandir(self.path.parent or "."):
+                if not entry.name.startswith(self.path.name) or entry.name == self.path.name:
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode) or st.st_size < offset:
+                    continue
+                same = st.st_ino == inode and st.st_dev == device
+                candidates.append((not same, entry.path))  # the renamed file first
+        for _rank, candidate in sorted(candidates):
+            try:
+                old = open_input(candidate)
+            except SourceError:
+                continue
+            if old.plain and self._matches(old, offset, expected, tail) is None:
+                return old
+            old.close()
         return None
 
     def _prepare(self, inp: Input) -> None:
@@ -443,7 +459,7 @@ class _FileSource(Source):
                 self._read_sync, self._at, max_events, not self.follow, limiter=limiter,
             )
             if chunk.restarted:
-                self._restart()
+                self._restart(chunk.copy)
                 continue
             if chunk.records or chunk.offset != self.position:
                 return self._take(chunk)
@@ -475,9 +491,18 @@ class _FileSource(Source):
             self._next_due += chunk.records / self.rate
         return Read(chunk.events, chunk.position, chunk.rejected)
 
-    def _restart(self) -> None:
+    def _restart(self, copy: Input | None) -> None:
         # truncated (copy-truncate rotation) or rewritten in place: the same file, anew
         assert self._input is not None
+        if copy is not None:
+            log.warning("%s: %s was truncated; its copy is read to its end first",
+                        self.name, self.path)
+            # the copy goes on from the same position; at its end the file at path (a
+            # different inode) counts as its successor, read from its start
+            self._input.close()
+            self._input = copy
+            self._rotation_seen = True
+            return
         log.warning("%s: %s was truncated or rewritten; reading it again from the start",
                     self.name, self.path)
         self._begin(self._input)
@@ -547,11 +572,17 @@ class _FileSource(Source):
         changed = self._changed(inp, at)
         if changed is not None:
             if self.follow:
-                return _Chunk([], [], offset, line, 0, restarted=True)
+                # copy-truncate: the lines not read yet are in the copy, if there is one
+                copy = self._find_previous(offset, at.fingerprint, at.tail, None, None)
+                return _Chunk([], [], offset, line, 0, restarted=True, copy=copy)
             raise SourceError(
                 f"{self._display!r} was truncated or replaced while being read: {changed}"
             )
         chunk = self._scan(inp.stream, offset, line, max_records, final)
+        if self.follow and self._changed(inp, at) is not None:
+            # rewritten while this scan ran: what it read may mix old and new content
+            copy = self._find_previous(offset, at.fingerprint, at.tail, None, None)
+            return _Chunk([], [], offset, line, 0, restarted=True, copy=copy)
         chunk.position = self._position(inp, chunk.offset, chunk.line, at)
         return chunk
 
