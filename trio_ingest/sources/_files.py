@@ -271,6 +271,7 @@ class _FileSource(Source):
         self.committed: int | None = None
         self._line = 0
         self._input: Input | None = None
+        self._compression = "none"
         self._at: _Position | None = None  # where the next read starts, with its identity
         self._generation = 0
         self._rotation_seen = False
@@ -288,7 +289,7 @@ class _FileSource(Source):
     @property
     def compression(self) -> str:
         """How the open input is compressed: ``"none"``, ``"gzip"`` or ``"zstd"``."""
-        return self._input.compression if self._input is not None else "none"
+        return self._compression
 
     @property
     def _display(self) -> str:
@@ -326,6 +327,7 @@ class _FileSource(Source):
             inp.close()
             raise
         self._input = inp
+        self._compression = inp.compression
         self._at = at
         self.position, self._line = int(at), at.line
         self.committed = int(at) if int(at) else None
@@ -339,6 +341,8 @@ class _FileSource(Source):
         if (known is not None and int(known) >= FINGERPRINT_BYTES
                 and known.generation == self._generation):
             head = known.fingerprint  # the first bytes cannot have changed unnoticed
+        elif inp.is_stdin:
+            head = _EMPTY_DIGEST  # a pipe is read once: nothing to recognise it by
         else:
             head = fingerprint(inp.stream, offset)
         tail = tail_digest(inp.stream, offset) if inp.plain else None

@@ -54,6 +54,9 @@ class _Forward(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True  # forward always; back by reopening (not stdin)
+
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         data = self._stream.read(len(buffer))
         n = len(data)
