@@ -54,6 +54,7 @@ __all__ = (
     "fail",
     "finish",
     "output_options",
+    "parse_options",
     "run_command",
     "run_graph",
     "run_trio",
@@ -152,6 +153,21 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
             yield from _leaves(exc)
         else:
             yield exc
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``-o KEY=VALUE`` pairs as a dict of strings, for ``factory(source, **options)``.
+
+    Raises:
+        CliError: A pair is not KEY=VALUE with KEY a Python name.
+    """
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            fail(f"-o/--option must be KEY=VALUE with KEY a Python name, got {pair!r}")
+        options[key] = value
+    return options
 
 
 # -- output options -----------------------------------------------------------------

@@ -39,6 +39,7 @@ from ._common import (
     finish,
     make_output,
     output_options,
+    parse_options,
     run_command,
 )
 from ._run import load_factory
@@ -47,16 +48,6 @@ __all__ = ("produce", "worker")
 
 _POSITIVE = click.FloatRange(min=0, min_open=True)
 _DEFAULT_URL = "redis://127.0.0.1:6379"
-
-
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
-    options: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.isidentifier():
-            fail(f"-o/--option must be KEY=VALUE with KEY a Python name, got {pair!r}")
-        options[key] = value
-    return options
 
 
 @click.command(cls=Command)
@@ -115,7 +106,7 @@ def worker(
     at least once; with --partitions and a static assignment, in order per key.
     """
     output = make_output(quiet, as_json, log_level)
-    options = _parse_options(factory_options)
+    options = parse_options(factory_options)
     names = list(streams)
     if partitions is not None:
         if len(names) != 1:

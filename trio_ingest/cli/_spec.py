@@ -435,7 +435,10 @@ def make_source(kind: str, options: Mapping[str, Any], destination: str) -> Any:
 
 
 def make_stages(spec: Spec, start_at: str | None = None) -> list[Any]:
-    """The stages of ``spec``, from the one named ``start_at`` on (redrive) or all."""
+    """The stages of ``spec``, from the one named ``start_at`` on (redrive) or all.
+
+    A ``start_at`` that names no stage gives none: the events go to the sink.
+    """
     from .. import stages as ops
 
     made = []
