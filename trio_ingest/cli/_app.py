@@ -23,7 +23,8 @@ COMMANDS: dict[str, str] = {
     "redrive": "trio_ingest.cli._redrive:redrive",
 }
 # the extra each command's imports need, for a one-line hint when it is missing
-EXTRAS: dict[str, str] = {"worker": "redis", "produce": "redis"}
+EXTRAS: dict[str, tuple[str, str]] = {"worker": ("redis", "coredis"),
+                                      "produce": ("redis", "coredis")}
 
 
 class LazyGroup(click.Group):
@@ -38,9 +39,11 @@ class LazyGroup(click.Group):
             return None
         module_name, attribute = target.split(":")
         try:
+            if cmd_name in EXTRAS:
+                importlib.import_module(EXTRAS[cmd_name][1])  # what its run will need
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            extra = EXTRAS.get(cmd_name, "cli")
+            extra = EXTRAS.get(cmd_name, ("cli", ""))[0]
             raise CliError(f"'{cmd_name}' needs the '{extra}' extra: pip install "
                            f"'trio-ingest[{extra}]' ({exc.name or exc} is missing)") from None
         command: Any = getattr(module, attribute)

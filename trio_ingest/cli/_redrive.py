@@ -155,7 +155,7 @@ def redrive(
 
     records, unreadable = _records(dead_letters)
     by_reason: Counter[str] = Counter()
-    seen_pairs: set[tuple[str, str]] = set()
+    seen_pairs: set[tuple[str, str, int]] = set()
     chosen: dict[str, dict[str, Any]] = {}  # event id -> the record to replay
     duplicates = malformed = 0
     for record in records:
@@ -163,11 +163,16 @@ def redrive(
         text = f"{record.get('error_type', '')}: {record.get('error', '')}"
         if pattern is not None and not pattern.search(text):
             continue
-        pair = (record["event"]["id"], why)
+        # the same event failing again after a redrive is a new record, not a duplicate
+        pair = (record["event"]["id"], why, _redrives(record))
         if pair in seen_pairs:
             duplicates += 1
             continue
         seen_pairs.add(pair)
+        if record.get("error_type") != MALFORMED and pair[0] in chosen:
+            if _redrives(record) > _redrives(chosen[pair[0]]):
+                chosen[pair[0]] = record  # replayed already: its latest failure counts
+            continue
         by_reason[why] += 1
         if record.get("error_type") == MALFORMED:
             malformed += 1
