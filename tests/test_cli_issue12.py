@@ -448,3 +448,28 @@ def test_redrive_through_a_factory(project: Path, monkeypatch: pytest.MonkeyPatc
     one_line_error(invoke("redrive", str(project / "dead.jsonl"), f"{factory}:build", "-o",
                           "bad"), "-o/--option must be KEY=VALUE", 2)
     os.environ.pop("TI_TEST_BUGGY", None)
+
+
+def test_the_same_file_into_sqlite_then_postgres_loads_everything(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    # regression: ingesting into --postgres after SQLite found the file's checkpoint: 0 rows
+    import uuid
+
+    import psycopg
+
+    table = f"cli_dest_{uuid.uuid4().hex[:8]}"
+    data = tmp_path / "orders.jsonl"
+    orders(data, 300)
+    assert invoke("ingest", str(data), "--sqlite", str(tmp_path / "a.db"), "--table", "t",
+                  "-q").exit_code == 0
+    try:
+        result = invoke("ingest", str(data), "--postgres", postgres_dsn, "--table", table,
+                        "--json")
+        assert result.exit_code == 0, result.output
+        assert summary(result)["received"] == 300
+        with psycopg.connect(postgres_dsn) as conn:
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (300,)
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")

@@ -702,3 +702,48 @@ async def test_restart_after_a_rotation_with_events_in_flight_resumes_the_right_
             str(i) for i in range(written)}, "every line after the restart")
         await handle.stop(5)
     assert set(seen) | {e.id for e in second.events} == {str(i) for i in range(written)}
+
+
+# -- compressed input, checkpoints tied to a destination ------------------------------
+
+
+async def test_gzip_input_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    import gzip
+
+    data = tmp_path / "in.log"  # no extension: the content says gzip
+    with gzip.open(data, "wt") as f:
+        f.write("".join(json.dumps({"id": str(i)}) + "\n" for i in range(3000)))
+    checkpoint = tmp_path / "in.checkpoint"
+    write_checkpoint(checkpoint, checkpoint_of(data, 0, 0))
+    source = ti.sources.JsonLines(data, checkpoint=checkpoint)
+    _, sink, _ = await run(source, max_batch=100)
+    assert source.compression == "gzip" and len(sink.events) == 3000
+    stored = read_checkpoint(checkpoint)
+    assert stored is not None and stored["line"] == 3000
+    # resume in the middle: seek forward through the decompressed stream
+    offset = sum(len(json.dumps({"id": str(i)})) + 1 for i in range(1000))
+    write_checkpoint(checkpoint, checkpoint_of(data, offset, 1000))
+    _, sink, _ = await run(ti.sources.JsonLines(data, checkpoint=checkpoint))
+    assert [e.id for e in sink.events] == [str(i) for i in range(1000, 3000)]
+    with pytest.raises(ti.SourceError, match="only a plain file can be followed"):
+        await run(ti.sources.JsonLines(data, follow=True))
+
+
+async def test_a_checkpoint_of_another_destination_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    write_lines(data, [json.dumps({"id": str(i)}) for i in range(10)])
+    checkpoint = tmp_path / "in.checkpoint"
+    await run(ti.sources.JsonLines(data, checkpoint=checkpoint, destination="db:a"))
+    with pytest.raises(ti.SourceError, match="belongs to destination 'db:a', not 'db:b'"):
+        await run(ti.sources.JsonLines(data, checkpoint=checkpoint, destination="db:b"))
+    other = tmp_path / "other.jsonl"
+    write_lines(other, [json.dumps({"id": str(i)}) for i in range(10)])
+    with pytest.raises(ti.SourceError, match="belongs to file"):
+        await run(ti.sources.JsonLines(other, checkpoint=checkpoint, destination="db:a"))
+
+
+def test_stdin_cannot_be_checkpointed_or_followed(tmp_path: Path) -> None:
+    with pytest.raises(ti.ConfigError, match="'checkpoint' must be None when reading stdin"):
+        ti.sources.JsonLines("-", checkpoint=tmp_path / "c")
+    with pytest.raises(ti.ConfigError, match="'follow' must be False when reading stdin"):
+        ti.sources.CSV("-", follow=True)

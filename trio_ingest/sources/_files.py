@@ -461,6 +461,9 @@ class _FileSource(Source):
             # here, after it returned, so a read cancelled by stop() loses nothing
             chunk = await anyio.to_thread.run_sync(
                 self._read_sync, self._at, max_events, not self.follow, limiter=limiter,
+                # a read of stdin may wait for a writer forever: a stop must not wait with it
+                # (stdin cannot be resumed anyway, so what that thread reads goes with it)
+                abandon_on_cancel=self.is_stdin,
             )
             if chunk.restarted:
                 self._restart(chunk.copy)
