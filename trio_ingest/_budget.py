@@ -158,12 +158,15 @@ class BudgetCounter:
     reasons: Counter[str] = attrs.field(factory=Counter)
     # the sliding window, in buckets of window/10 admitted events: [admitted, dead]
     _buckets: deque[list[int]] = attrs.field(factory=deque)
+    _in_window: int = 0  # sums over the buckets, kept as they change
+    _dead_in_window: int = 0
 
     def admitted(self, n: int) -> None:
         """``n`` events entered the run (read by a source, sent to the handle)."""
         if n <= 0:
             return
         self.admitted_total += n
+        self._in_window += n
         size = max(1, self.budget.window // _BUCKETS)
         buckets = self._buckets
         while n:
@@ -173,8 +176,11 @@ class BudgetCounter:
             buckets[-1][0] += take
             n -= take
         # keep the newest buckets that cover the window (and no more)
-        while len(buckets) > 1 and sum(b[0] for b in buckets) - buckets[0][0] >= self.budget.window:
-            buckets.popleft()
+        window = self.budget.window
+        while len(buckets) > 1 and self._in_window - buckets[0][0] >= window:
+            old = buckets.popleft()
+            self._in_window -= old[0]
+            self._dead_in_window -= old[1]
 
     def delivered(self, n: int) -> None:
         """``n`` events were written by a sink: the run of dead letters is broken."""
@@ -207,13 +213,13 @@ class BudgetCounter:
         if self.consecutive > budget.max_consecutive:
             self._breach("consecutive", f"{self.consecutive:,} dead letters in a row with "
                          f"nothing delivered (limit {budget.max_consecutive:,})")
-        admitted = sum(b[0] for b in self._buckets)
-        dead = sum(b[1] for b in self._buckets)
+        admitted, dead = self._in_window, self._dead_in_window
         if admitted >= budget.min_events and dead > budget.max_ratio * admitted:
             self._breach("ratio", f"{min(dead, admitted):,} of the last {admitted:,} events "
                          f"were dead-lettered (limit {budget.max_ratio:.0%})")
 
     def _place(self, k: int) -> None:
+        self._dead_in_window += k
         # a dead letter belongs to an event admitted earlier: fill the newest buckets with
         # room first, so that no bucket holds more dead letters than events
         buckets = self._buckets
