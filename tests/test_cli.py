@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from trio_ingest.cli._app import cli
+from trio_ingest.cli._spec import default_checkpoint, destination_of
 from trio_ingest.sources._files import read_checkpoint
 
 
@@ -35,6 +36,11 @@ def table_ids(db: Path, table: str) -> list[str]:
         return [r[0] for r in conn.execute(f'SELECT id FROM "{table}" ORDER BY id')]
     finally:
         conn.close()
+
+
+def sqlite_checkpoint(data: Path, db: Path, table: str) -> Path:
+    """Where ``ingest DATA --sqlite DB --table TABLE`` keeps its checkpoint by default."""
+    return default_checkpoint(data, destination_of("sqlite", {"path": db, "table": table}))
 
 
 def jsonl(path: Path) -> list[dict[str, Any]]:
@@ -161,7 +167,7 @@ def test_ingest_loads_a_file_and_a_rerun_adds_nothing(tmp_path: Path) -> None:
     letters = jsonl(tmp_path / "orders.jsonl.dead-letters.jsonl")
     assert [letter["error"] for letter in letters] == [
         f"line {line}: missing id field 'id'" for line in (2, 103, 204, 305, 406)]
-    checkpoint = read_checkpoint(tmp_path / "orders.jsonl.checkpoint")
+    checkpoint = read_checkpoint(sqlite_checkpoint(data, db, "orders"))
     assert checkpoint is not None and checkpoint["offset"] == data.stat().st_size
     again = invoke("ingest", str(data), "--sqlite", str(db), "--table", "orders", "--json")
     assert again.exit_code == 0
@@ -189,7 +195,8 @@ def test_ingest_every_malformed_kind_reaches_the_dead_letter_file(tmp_path: Path
     db = tmp_path / "out.db"
     dead = tmp_path / "dead.jsonl"
     result = invoke("ingest", str(data), "--sqlite", str(db), "--table", "t",
-                    "--dead-letters", str(dead), "--max-line-bytes", "80", "--json")
+                    "--dead-letters", str(dead), "--max-line-bytes", "80", "--json",
+                    "--dead-letter-budget", "off")
     assert result.exit_code == 0, result.output
     assert table_ids(db, "t") == ["a1", "a2", "a3", "a4", "a7"]
     errors = {letter["event"]["id"]: letter["error"] for letter in jsonl(dead)}
@@ -198,7 +205,7 @@ def test_ingest_every_malformed_kind_reaches_the_dead_letter_file(tmp_path: Path
                      "line 1 column 2 (char 1)",
         f"{data}:4": "line 4: expected a JSON object, got a string",
         f"{data}:6": "line 6: empty id field 'id'",
-        f"{data}:7": "line 7: missing id field 'id'",
+        f"{data}:7": "line 7: id field 'id' is null",
         f"{data}:9": "line 9: invalid UTF-8 at byte 9: invalid continuation byte",
         f"{data}:10": "line 10: NUL byte at column 10",
         f"{data}:11": "line 11: line longer than max_line_bytes=80",
@@ -243,8 +250,24 @@ def test_ingest_csv(tmp_path: Path) -> None:
         (["{file}", "--sqlite", "{tmp}/no/dir/o.db", "--table", "t"],
          "sink 'sqlite': cannot open SQLite database"),
         (["{file}", "--sqlite", "{tmp}/o.db", "--table", "bad name"],
-         "'table' must be letters, digits and '_': 'bad name'"),
-        (["{file}", "--table", "t"], "give exactly one of --sqlite DB and --postgres DSN"),
+         "--table may hold only letters, digits and '_': 'bad name'"),
+        (["{file}", "--sqlite", "{tmp}/o.db", "--table", "1abc"],
+         "--table must start with a letter or '_', not a digit: '1abc'"),
+        (["{file}", "--table", "t"], "give exactly one of --sqlite DB, --postgres DSN, "
+                                     "--jsonl FILE, --parquet DIR"),
+        (["{file}", "--sqlite", "{tmp}/o.db"], "--sqlite needs --table NAME"),
+        (["{file}", "--jsonl", "{tmp}/o.jsonl", "--table", "t"],
+         "--table applies to --sqlite and --postgres only"),
+        (["{file}", "--postgres", "host=x port=abc", "--table", "t"],
+         "--postgres is not a valid DSN: port must be a number: 'abc'"),
+        (["{file}", "--postgres", "nonsense", "--table", "t"],
+         "--postgres is not a valid DSN:"),
+        (["{file}", "--sqlite", "{tmp}/o.db", "--table", "t", "--dead-letter-budget", "ratio=2"],
+         "--dead-letter-budget: 'max_ratio' must be a number in (0, 1]: 2.0"),
+        (["{file}", "--sqlite", "{tmp}/o.db", "--table", "t", "--schema", "n:int"],
+         "--schema applies to CSV input only"),
+        (["-", "--sqlite", "{tmp}/o.db", "--table", "t", "--follow"],
+         "--follow needs a file, not stdin"),
         (["{file}", "--sqlite", "{tmp}/o.db", "--table", "t", "--batch-size", "0"],
          "invalid value for '--batch-size'"),
         (["{file}", "--sqlite", "{tmp}/o.db", "--table", "t", "--format", "xml"],
@@ -295,7 +318,7 @@ def test_ingest_stopped_mid_run_resumes_and_stores_every_line_once(
     data = tmp_path / "big.jsonl"
     ids = make_input(data, 6000, bad_every=500)
     db = tmp_path / "out.db"
-    checkpoint = tmp_path / "big.jsonl.checkpoint"
+    checkpoint = sqlite_checkpoint(data, db, "t")
     proc = _spawn_ingest(data, db, "--rate", "3000")
     try:
         _wait_for_progress(checkpoint, proc)
@@ -405,7 +428,7 @@ def test_run_a_factory_from_a_module(user_module: Path, monkeypatch: pytest.Monk
 def test_run_a_failing_pipeline_exits_1_with_one_line(user_module: Path) -> None:
     result = invoke("run", f"{user_module}:failing", "--quiet")
     assert result.exit_code == 1
-    assert_one_line_error(result, "sink 'broken': 'broken' gave up after 1 attempt(s): "
+    assert_one_line_error(result, "sink 'broken': gave up after 1 attempt(s): "
                                   "RuntimeError: disk on fire")
 
 
@@ -531,7 +554,8 @@ def test_ingest_needs_exactly_one_target(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: give exactly one of --sqlite DB and --postgres DSN"
+    assert result.stderr.strip() == ("error: give exactly one of --sqlite DB, --postgres DSN, "
+                                     "--jsonl FILE, --parquet DIR")
 
 
 def test_demo_serves_metrics_and_logs_json(tmp_path: Path) -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import trio_ingest as ti
-from trio_ingest.sources._files import read_checkpoint, write_checkpoint
+from trio_ingest.sources._files import checkpoint_of, read_checkpoint, write_checkpoint
 
 pytestmark = pytest.mark.anyio
 
@@ -133,7 +137,7 @@ async def test_resumes_from_the_checkpoint_with_line_numbers(tmp_path: Path) -> 
     write_lines(data, lines)
     checkpoint = tmp_path / "in.checkpoint"
     offset = sum(len(line) + 1 for line in lines[:6])
-    write_checkpoint(checkpoint, {"offset": offset, "line": 6})
+    write_checkpoint(checkpoint, checkpoint_of(data, offset, 6))
     with data.open("a") as f:
         f.write("broken\n")
     _, sink, dead = await run(ti.sources.JsonLines(data, checkpoint=checkpoint))
@@ -238,7 +242,7 @@ async def test_checkpoint_past_the_end_or_of_another_file_fails_at_open(tmp_path
     data = tmp_path / "in.jsonl"
     write_lines(data, ['{"id": "a"}'] * 3)
     checkpoint = tmp_path / "in.checkpoint"
-    write_checkpoint(checkpoint, {"offset": 10_000, "line": 3})
+    write_checkpoint(checkpoint, checkpoint_of(data, 10_000, 3))
     with pytest.raises(ti.SourceError, match="truncated or replaced"):
         await run(ti.sources.JsonLines(data, checkpoint=checkpoint))
     await run(ti.sources.JsonLines(data, checkpoint=tmp_path / "fresh.checkpoint"))
@@ -352,18 +356,18 @@ async def test_csv_bad_rows_are_dead_lettered(tmp_path: Path) -> None:
         b"b,1,extra\n"  # 3
         b",2\n"  # 4
         b"c,many\n"  # 5
-        b'd,"unclosed\n'  # 6 (runs to the end of the file)
+        b'd,"unclosed\n'  # 6 (spoils only its own line)
         b"e,3\n"
     )
     _, sink, dead = await run(ti.sources.CSV(data, converters={"qty": int}))
-    assert [e.id for e in sink.events] == ["a"]
+    assert [e.id for e in sink.events] == ["a", "e"]
     prefix = f"{data}:"
     assert dead_letter_reasons(dead) == {
         prefix + "3": "line 3: expected 2 fields, got 3",
         prefix + "4": "line 4: empty id field 'id'",
         prefix + "5": "line 5: column 'qty': ValueError: invalid literal for int() with "
                       "base 10: 'many'",
-        prefix + "6": "line 6: the file ends inside a quoted field",
+        prefix + "6": "line 6: unterminated quoted field opened at column 3",
     }
 
 
@@ -372,7 +376,7 @@ async def test_csv_resume_skips_the_header_and_given_fieldnames(tmp_path: Path) 
     write_lines(data, ["id\tv"] + [f"r{i}\t{i}" for i in range(10)])
     checkpoint = tmp_path / "in.checkpoint"
     header = len("id\tv\n")
-    write_checkpoint(checkpoint, {"offset": header + len("r0\t0\n"), "line": 2})
+    write_checkpoint(checkpoint, checkpoint_of(data, header + len("r0\t0\n"), 2))
     _, sink, _ = await run(ti.sources.CSV(data, delimiter="\t", checkpoint=checkpoint))
     assert [e.id for e in sink.events] == [f"r{i}" for i in range(1, 10)]
     # with fieldnames given, the first line is data
@@ -451,3 +455,295 @@ async def test_jsonlines_sink_unwritable_path_fails_at_open(tmp_path: Path) -> N
                           sink=ti.sinks.JsonLines(tmp_path / "no" / "dir.jsonl")).run()
     with pytest.raises(ti.ConfigError, match="'fsync' must be 'batch' or 'never': 'always'"):
         ti.sinks.JsonLines(tmp_path / "x", fsync="always")
+
+
+# -- CSV quoting (issue 12, defect 3) -------------------------------------------------
+
+
+async def test_csv_a_stray_quote_in_an_unquoted_field_is_data(tmp_path: Path) -> None:
+    # regression: the 5" made every later line one record, cut and dead-lettered, and
+    # the checkpoint committed past the good rows
+    rows = [f"{i},widget {i},{i}" for i in range(3000)]
+    rows[1000] = '1000,5" screen,1000'
+    data = tmp_path / "in.csv"
+    write_lines(data, ["id,name,qty", *rows])
+    checkpoint = tmp_path / "in.checkpoint"
+    _, sink, dead = await run(ti.sources.CSV(data, checkpoint=checkpoint))
+    assert not dead.events
+    assert len(sink.events) == 3000
+    assert sink.events[1000].payload["name"] == '5" screen'
+    stored = read_checkpoint(checkpoint)
+    assert stored is not None and stored["line"] == 3001
+
+
+async def test_csv_an_unterminated_quote_spoils_only_its_record(tmp_path: Path) -> None:
+    rows = ["id,name", "1,one", '2,"two', "3,three", "4,four"]
+    data = tmp_path / "in.csv"
+    write_lines(data, rows)
+    _, sink, dead = await run(ti.sources.CSV(data))
+    assert [e.id for e in sink.events] == ["1", "3", "4"]
+    assert dead_letter_reasons(dead) == {
+        f"{data}:3": "line 3: unterminated quoted field opened at column 3"}
+
+
+async def test_csv_an_unterminated_quote_closed_later_spoils_only_its_line(
+    tmp_path: Path,
+) -> None:
+    # the next quote closes the field and leaves junk behind it: not one record
+    rows = ["id,name", '1,"one', '2,"two"', "3,three"]
+    data = tmp_path / "in.csv"
+    write_lines(data, rows)
+    _, sink, dead = await run(ti.sources.CSV(data))
+    assert [e.id for e in sink.events] == ["2", "3"]
+    assert list(dead_letter_reasons(dead)) == [f"{data}:2"]
+    assert "unterminated quoted field opened at column 3" in dead.events[0].payload.error
+
+
+async def test_csv_follow_does_not_stall_on_an_unterminated_quote(tmp_path: Path) -> None:
+    data = tmp_path / "in.csv"
+    write_lines(data, ["id,name", '1,"one', "2,two", "3,three"])
+    sink, dead = ti.sinks.Memory(), ti.sinks.Memory()
+    source = ti.sources.CSV(data, follow=True, poll_interval=0.01)
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(ti.Pipeline(source, sink=sink, dead_letter=dead).serve)
+        with anyio.fail_after(10):
+            while len(sink.events) < 2:  # noqa: ASYNC110 -- polls a list the sink fills
+                await anyio.sleep(0.01)
+        report = await handle.stop(5)
+    ti.testing.assert_accounted(report)
+    assert [e.id for e in sink.events] == ["2", "3"]
+    assert len(dead.events) == 1
+
+
+async def test_csv_typed_columns(tmp_path: Path) -> None:
+    data = tmp_path / "in.csv"
+    write_lines(data, ["id,n,price,ok,tags", "1,3,2.5,true,[1]", "2,,0.5,no,{}",
+                       "3,x,1,yes,[]"])
+    _, sink, dead = await run(ti.sources.CSV(
+        data, schema="n:int,price:float,ok:bool,tags:json"))
+    assert [e.payload for e in sink.events] == [
+        {"id": "1", "n": 3, "price": 2.5, "ok": True, "tags": [1]},
+        {"id": "2", "n": None, "price": 0.5, "ok": False, "tags": {}},
+    ]
+    assert dead_letter_reasons(dead) == {f"{data}:4": "line 4: column 'n': expected int, got 'x'"}
+    _, sink, _ = await run(ti.sources.CSV(data, schema="infer"))
+    assert sink.events[0].payload == {"id": 1, "n": 3, "price": 2.5, "ok": True, "tags": "[1]"}
+    with pytest.raises(ti.ConfigError, match="'schema' type of column 'n' must be one of"):
+        ti.sources.CSV(data, schema="n:integer")
+
+
+def _csv_text(records: list[list[str]], quoting: int, stray: list[bool],
+              broken: list[bool]) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    # "\r\n": the writer quotes a field only for the characters of its line terminator
+    writer = csv.writer(out, quoting=quoting, lineterminator="\r\n")
+    # after an unterminated quote, Python's csv reads on until a quote closes it: when the
+    # closing quote is followed by a delimiter the lines are one valid record (ambiguous
+    # input, read as csv reads it). Quoting every field after it keeps records apart.
+    after_broken = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    writer.writerow(["id", "a", "b"])
+    seen_broken = False
+    for i, (fields, s, b) in enumerate(zip(records, stray, broken, strict=True)):
+        if b:
+            out.write(f'{i},"never closed,x\n')  # spoils itself only
+            seen_broken = True
+        elif s:
+            plain = fields[1].translate({ord(c): None for c in ',"\n\r'})
+            out.write(f'{i},5" screen,{plain}x\n')
+        else:
+            (after_broken if seen_broken else writer).writerow([str(i), *fields])
+    return out.getvalue()
+
+
+_FIELD = st.text(alphabet=st.sampled_from(list('ab ,"\n\r\t;x')), max_size=8)
+
+
+@given(
+    records=st.lists(st.lists(_FIELD, min_size=2, max_size=2), min_size=1, max_size=25),
+    quoting=st.sampled_from([0, 1, 2, 3]),  # csv.QUOTE_MINIMAL, ALL, NONNUMERIC, NONE
+    data=st.data(),
+)
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_csv_random_quoting_every_record_is_a_row_or_a_dead_letter(
+    tmp_path: Path, records: list[list[str]], quoting: int, data: st.DataObject
+) -> None:
+    import csv
+
+    n = len(records)
+    if quoting == csv.QUOTE_NONE:
+        # without quotes, fields cannot hold the delimiter, quotes or newlines
+        records = [[f.translate({ord(c): "_" for c in ',"\n\r'}) for f in r] for r in records]
+    stray = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    broken = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    text = _csv_text(records, quoting if quoting != csv.QUOTE_NONE else csv.QUOTE_NONE,
+                     stray, broken)
+    path = tmp_path / f"r{abs(hash(text))}.csv"
+    path.write_text(text)
+    source = ti.sources.CSV(path)
+    _, sink, dead = anyio.run(run, source)
+    assert len(sink.events) + len(dead.events) == n, (text, dead_letter_reasons(dead))
+    kept = {e.id for e in sink.events}
+    for i, (fields, s, b) in enumerate(zip(records, stray, broken, strict=True)):
+        if not s and not b:
+            assert str(i) in kept
+            payload = next(e.payload for e in sink.events if e.id == str(i))
+            assert [payload["a"], payload["b"]] == fields
+
+
+# -- rotation in follow mode (issue 12, defect 4) -------------------------------------
+
+
+async def _until(condition: Any, what: str) -> None:
+    with anyio.fail_after(20):
+        while not condition():  # noqa: ASYNC110 -- polls state the pipeline updates
+            await anyio.sleep(0.005)
+
+
+def _append(path: Path, start: int, n: int) -> int:
+    with path.open("ab") as f:
+        f.write("".join(json.dumps({"id": str(i), "pad": "x" * 40}) + "\n"
+                        for i in range(start, start + n)).encode())
+    return start + n
+
+
+@pytest.mark.parametrize("style", ["copytruncate", "rename"])
+async def test_follow_rotation_under_load_loses_and_repeats_nothing(
+    tmp_path: Path, style: str
+) -> None:
+    # regression: copy-truncate refilled past the old offset skipped lines; rename +
+    # recreate lost what was still appended to the old file
+    data = tmp_path / "app.log"
+    data.touch()
+    sink = ti.sinks.Memory()
+    source = ti.sources.JsonLines(data, follow=True, poll_interval=0.005,
+                                  checkpoint=tmp_path / "app.checkpoint")
+    pipeline = ti.Pipeline(source, sink=sink, dead_letter=ti.sinks.Memory(), capacity=64,
+                           max_batch=16)
+    written = 0
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(pipeline.serve)
+        # a reader at byte 0 cannot tell a truncated file from a new one: start it first
+        written = _append(data, written, 25)
+        await _until(lambda: len(sink.events) > 0, "the first line")
+        for rotation in range(4):
+            for _ in range(10):  # the writer keeps writing while the reader is behind
+                written = _append(data, written, 25)
+                await anyio.lowlevel.checkpoint()
+            if style == "copytruncate":
+                # refilled past the old offset before the reader polls again
+                (tmp_path / f"app.log.{rotation + 1}").write_bytes(data.read_bytes())
+                with data.open("r+b") as f:
+                    f.truncate(0)
+                first_new = written
+                written = _append(data, written, 300)
+            else:
+                data.rename(tmp_path / f"app.log.{rotation + 1}")
+                # the writer still appends to the renamed file before it reopens
+                written = _append(tmp_path / f"app.log.{rotation + 1}", written, 30)
+                data.touch()
+                first_new = written
+                written = _append(data, written, 100)
+            # one rotation at a time: the reader is on the new file before the next one
+            target = str(first_new)
+            await _until(lambda: any(e.id == target for e in sink.events),  # noqa: B023
+                         "the new file read")
+        with contextlib.suppress(TimeoutError):
+            await _until(lambda: len(sink.events) >= written, "every line")
+        got = {int(e.id) for e in sink.events}
+        missing = sorted(set(range(written)) - got)
+        assert not missing, (missing[:5], missing[-5:], len(missing), written)
+        report = await handle.stop(10)
+    ti.testing.assert_accounted(report)
+    ids = [e.id for e in sink.events]
+    assert sorted(ids, key=int) == [str(i) for i in range(written)]
+
+
+async def test_restart_after_a_rotation_with_events_in_flight_resumes_the_right_file(
+    tmp_path: Path,
+) -> None:
+    # regression: the commit after a rename stored the old offset under the new file's
+    # fingerprint, and a restart resumed inside the new file (lines lost)
+    data = tmp_path / "app.log"
+    checkpoint = tmp_path / "app.checkpoint"
+    written = _append(data, 0, 200)
+    seen: list[str] = []
+
+    class Slow(ti.sinks.Memory):
+        async def write_batch(self, events: list[ti.Event]) -> None:
+            await super().write_batch(events)
+            seen.extend(e.id for e in events)
+            await anyio.sleep(0.002)  # a slow database: events stay in flight
+
+    sink = Slow()
+    source = ti.sources.JsonLines(data, follow=True, poll_interval=0.005,
+                                  checkpoint=checkpoint, commit_interval=0)
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(ti.Pipeline(source, sink=sink, capacity=32, max_batch=8,
+                                            dead_letter=ti.sinks.Memory()).serve)
+        await _until(lambda: len(seen) >= 20, "some lines")
+        data.rename(tmp_path / "app.log.1")
+        data.touch()
+        written = _append(data, written, 200)
+        await _until(lambda: source.position > 0 and source._generation > 0, "the switch")
+        tg.cancel_scope.cancel()  # a crash: whatever is in flight stays uncommitted
+    stored = read_checkpoint(checkpoint)
+    assert stored is not None
+    second = ti.sinks.Memory()
+    source2 = ti.sources.JsonLines(data, follow=True, poll_interval=0.005,
+                                   checkpoint=checkpoint)
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(ti.Pipeline(source2, sink=second,
+                                            dead_letter=ti.sinks.Memory()).serve)
+        await _until(lambda: set(seen) | {e.id for e in second.events} >= {
+            str(i) for i in range(written)}, "every line after the restart")
+        await handle.stop(5)
+    assert set(seen) | {e.id for e in second.events} == {str(i) for i in range(written)}
+
+
+# -- compressed input, checkpoints tied to a destination ------------------------------
+
+
+async def test_gzip_input_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    import gzip
+
+    data = tmp_path / "in.log"  # no extension: the content says gzip
+    with gzip.open(data, "wt") as f:
+        f.write("".join(json.dumps({"id": str(i)}) + "\n" for i in range(3000)))
+    checkpoint = tmp_path / "in.checkpoint"
+    write_checkpoint(checkpoint, checkpoint_of(data, 0, 0))
+    source = ti.sources.JsonLines(data, checkpoint=checkpoint)
+    _, sink, _ = await run(source, max_batch=100)
+    assert source.compression == "gzip" and len(sink.events) == 3000
+    stored = read_checkpoint(checkpoint)
+    assert stored is not None and stored["line"] == 3000
+    # resume in the middle: seek forward through the decompressed stream
+    offset = sum(len(json.dumps({"id": str(i)})) + 1 for i in range(1000))
+    write_checkpoint(checkpoint, checkpoint_of(data, offset, 1000))
+    _, sink, _ = await run(ti.sources.JsonLines(data, checkpoint=checkpoint))
+    assert [e.id for e in sink.events] == [str(i) for i in range(1000, 3000)]
+    with pytest.raises(ti.SourceError, match="only a plain file can be followed"):
+        await run(ti.sources.JsonLines(data, follow=True))
+
+
+async def test_a_checkpoint_of_another_destination_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    write_lines(data, [json.dumps({"id": str(i)}) for i in range(10)])
+    checkpoint = tmp_path / "in.checkpoint"
+    await run(ti.sources.JsonLines(data, checkpoint=checkpoint, destination="db:a"))
+    with pytest.raises(ti.SourceError, match="belongs to destination 'db:a', not 'db:b'"):
+        await run(ti.sources.JsonLines(data, checkpoint=checkpoint, destination="db:b"))
+    other = tmp_path / "other.jsonl"
+    write_lines(other, [json.dumps({"id": str(i)}) for i in range(10)])
+    with pytest.raises(ti.SourceError, match="belongs to file"):
+        await run(ti.sources.JsonLines(other, checkpoint=checkpoint, destination="db:a"))
+
+
+def test_stdin_cannot_be_checkpointed_or_followed(tmp_path: Path) -> None:
+    with pytest.raises(ti.ConfigError, match="'checkpoint' must be None when reading stdin"):
+        ti.sources.JsonLines("-", checkpoint=tmp_path / "c")
+    with pytest.raises(ti.ConfigError, match="'follow' must be False when reading stdin"):
+        ti.sources.CSV("-", follow=True)

@@ -32,6 +32,8 @@ from . import sinks as sinks
 from . import sources as sources
 from . import stages as stages
 from . import testing as testing
+from ._budget import DeadLetterBudget as DeadLetterBudget
+from ._budget import DeadLetterBudgetError as DeadLetterBudgetError
 from ._edge import EdgeStatistics as EdgeStatistics
 from ._edge import SendProgress as SendProgress
 from ._errors import ConfigError as ConfigError
@@ -84,6 +86,8 @@ __all__ = (
     "ConfigError",
     "ConstantBackoff",
     "DeadLetter",
+    "DeadLetterBudget",
+    "DeadLetterBudgetError",
     "DeadLetterError",
     "EdgeStatistics",
     "Event",

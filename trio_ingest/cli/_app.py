@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import Any
 
 import click
+
+from ._common import CliError
 
 # command name -> "module:attribute"; modules import only when their command runs
 COMMANDS: dict[str, str] = {
@@ -15,7 +18,13 @@ COMMANDS: dict[str, str] = {
     "top": "trio_ingest.cli._top:top",
     "worker": "trio_ingest.cli._scale:worker",
     "produce": "trio_ingest.cli._scale:produce",
+    "validate": "trio_ingest.cli._validate:validate",
+    "checkpoint": "trio_ingest.cli._checkpoint:checkpoint",
+    "redrive": "trio_ingest.cli._redrive:redrive",
 }
+# the extra each command's imports need, for a one-line hint when it is missing
+EXTRAS: dict[str, tuple[str, str]] = {"worker": ("redis", "coredis"),
+                                      "produce": ("redis", "coredis")}
 
 
 class LazyGroup(click.Group):
@@ -29,8 +38,34 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, attribute = target.split(":")
-        command: Any = getattr(importlib.import_module(module_name), attribute)
+        try:
+            if cmd_name in EXTRAS:
+                importlib.import_module(EXTRAS[cmd_name][1])  # what its run will need
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            extra = EXTRAS.get(cmd_name, ("cli", ""))[0]
+            raise CliError(f"'{cmd_name}' needs the '{extra}' extra: pip install "
+                           f"'trio-ingest[{extra}]' ({exc.name or exc} is missing)") from None
+        command: Any = getattr(module, attribute)
         return command  # type: ignore[no-any-return]
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            message = exc.format_message()
+            raise CliError(message[:1].lower() + message[1:]) from None
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise CliError(f"no such command {name!r}{hint}; commands: "
+                           f"{', '.join(sorted(COMMANDS))}")
+        return super().resolve_command(ctx, args)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -46,6 +46,7 @@ __all__ = (
     "EXIT_USAGE",
     "CliError",
     "Command",
+    "Group",
     "Output",
     "ProgressView",
     "RunOutcome",
@@ -53,6 +54,7 @@ __all__ = (
     "fail",
     "finish",
     "output_options",
+    "parse_options",
     "run_command",
     "run_graph",
     "run_trio",
@@ -103,6 +105,26 @@ class Command(click.Command):
             raise CliError(message[:1].lower() + message[1:], EXIT_USAGE) from None
 
 
+class Group(click.Group):
+    """A click group whose usage errors are one line too."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            message = exc.format_message()
+            raise CliError(message[:1].lower() + message[1:], EXIT_USAGE) from None
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            message = exc.format_message()
+            raise CliError(message[:1].lower() + message[1:], EXIT_USAGE) from None
+
+
 def describe_error(error: BaseException) -> str:
     """One line saying what failed and where (the runtime's note names the node)."""
     if isinstance(error, BaseExceptionGroup):
@@ -114,7 +136,14 @@ def describe_error(error: BaseException) -> str:
     message = str(error) or type(error).__name__
     if not isinstance(error, click.ClickException) and type(error).__module__ == "builtins":
         message = f"{type(error).__name__}: {message}"
-    line = f"{where[0].removesuffix(' of the pipeline')}: {message}" if where else message
+    if where:
+        node = where[0].removesuffix(" of the pipeline")
+        name = node.rpartition(" ")[2]
+        # a message that already starts with the node's name says where: not twice
+        message = message.removeprefix(f"{name}: ").removeprefix(f"{name} ")
+        line = f"{node}: {message}"
+    else:
+        line = message
     return " ".join(line.split())
 
 
@@ -124,6 +153,21 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
             yield from _leaves(exc)
         else:
             yield exc
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``-o KEY=VALUE`` pairs as a dict of strings, for ``factory(source, **options)``.
+
+    Raises:
+        CliError: A pair is not KEY=VALUE with KEY a Python name.
+    """
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            fail(f"-o/--option must be KEY=VALUE with KEY a Python name, got {pair!r}")
+        options[key] = value
+    return options
 
 
 # -- output options -----------------------------------------------------------------
@@ -441,6 +485,26 @@ async def run_graph(
         outcome.forced = True
         graph.abort()
 
+    try:
+        await _supervise(graph, outcome, watch_signals, metrics, view, say, linger)
+    except BaseExceptionGroup as group:
+        # a usage problem found while starting (a busy --metrics-port): one line, exit 2
+        usage = [e for e in _leaves(group) if isinstance(e, click.ClickException)]
+        if usage:
+            raise CliError(usage[0].format_message(), EXIT_USAGE) from None
+        raise
+    return outcome
+
+
+async def _supervise(
+    graph: Graph,
+    outcome: RunOutcome,
+    watch_signals: Callable[..., Awaitable[None]],
+    metrics: tuple[str, int] | None,
+    view: ProgressView | None,
+    say: Callable[[str], None],
+    linger: bool,
+) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(watch_signals)
         if metrics is not None:
@@ -467,7 +531,6 @@ async def run_graph(
                 async for _signum in signals:
                     break
         nursery.cancel_scope.cancel()
-    return outcome
 
 
 def run_command(

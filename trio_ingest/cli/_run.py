@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -25,15 +25,19 @@ from .._pipeline import Graph
 from ._common import (
     EXIT_FAILED,
     Command,
+    Output,
     ProgressView,
     RunOutcome,
     fail,
     finish,
     make_output,
     output_options,
+    run_command,
     run_graph,
     run_trio,
 )
+from ._spec import build
+from ._validate import load_spec
 
 __all__ = ("load_factory", "run")
 
@@ -106,7 +110,7 @@ async def _build(factory: Callable[[], Any], target: str) -> Graph:
 
 
 @click.command(cls=Command)
-@click.argument("target", metavar="MODULE:FACTORY")
+@click.argument("target", metavar="PIPELINE.toml|MODULE:FACTORY")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds a graceful stop may take to drain [default: the pipeline's].")
 @output_options
@@ -117,8 +121,10 @@ def run(
     as_json: bool,
     log_level: str,
 ) -> None:
-    """Run the pipeline that MODULE:FACTORY builds, with live progress.
+    """Run the pipeline a pipeline file describes, or that MODULE:FACTORY builds.
 
+    PIPELINE.toml is checked first (like `trio-ingest validate`): an invalid
+    file fails with every problem and exit code 2 before any data moves.
     FACTORY is a function of no arguments (sync or async) returning a
     trio_ingest Pipeline or Graph. MODULE is a module name (the current
     directory is importable) or a file path ending in .py. SIGINT or SIGTERM
@@ -128,6 +134,8 @@ def run(
     the stop was forced or cut short by the shutdown deadline.
     """
     output = make_output(quiet, as_json, log_level)
+    if target.endswith(".toml"):
+        _run_file(Path(target), output, shutdown_timeout)
     factory = load_factory(target)
     err = output.stderr()
     built: list[Graph] = []
@@ -146,3 +154,25 @@ def run(
 
     outcome = run_trio(main)
     finish(output, outcome, title=f"trio-ingest run {target}", data={"target": target})
+
+
+def _run_file(path: Path, output: Output, shutdown_timeout: float | None) -> NoReturn:
+    spec = load_spec(path)
+    try:
+        graph = build(spec)
+    except ConfigError as exc:
+        fail(f"{path}: {exc}")
+    except ImportError as exc:
+        fail(f"{path}: sink {spec.sink['type']!r} needs an extra that is not installed "
+             f"({exc.name or exc}): pip install 'trio-ingest[{spec.sink['type']}]'")
+    err = output.stderr()
+    view = ProgressView(err, title=path.name) if not output.quiet and err.is_terminal else None
+    outcome = run_command(output, graph, view=view, shutdown_timeout=shutdown_timeout)
+    source = graph.nodes[next(iter(graph.nodes))].obj
+    data: dict[str, Any] = {"target": os.fspath(path), "destination": spec.destination}
+    extra: list[tuple[str, str, str]] = []
+    checkpoint = getattr(source, "checkpoint", None)
+    if checkpoint is not None:
+        data["checkpoint"] = os.fspath(checkpoint)
+        extra.append(("checkpoint", f"byte {source.committed or 0:,}", os.fspath(checkpoint)))
+    finish(output, outcome, title=f"trio-ingest run {path.name}", extra=extra, data=data)

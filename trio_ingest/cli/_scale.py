@@ -49,6 +49,7 @@ from ._common import (
     finish,
     make_output,
     output_options,
+    parse_options,
     run_command,
 )
 from ._run import load_factory
@@ -70,16 +71,6 @@ def _parse_config(pairs: tuple[str, ...]) -> dict[str, Any]:
             fail(f"-X/--kafka-config must be KEY=VALUE (a librdkafka setting), got {pair!r}")
         config[key] = value
     return config
-
-
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
-    options: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.isidentifier():
-            fail(f"-o/--option must be KEY=VALUE with KEY a Python name, got {pair!r}")
-        options[key] = value
-    return options
 
 
 @click.command(cls=Command)
@@ -163,7 +154,7 @@ def worker(
     revoked partitions' in-flight events before handing them over.
     """
     output = make_output(quiet, as_json, log_level)
-    options = _parse_options(factory_options)
+    options = parse_options(factory_options)
     if kafka is not None:
         _kafka_worker(output, factory, options, kafka, topics, _parse_config(kafka_config),
                       id_field, revoke_timeout, commit_interval, group, consumer,

@@ -21,6 +21,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ._common import EXIT_FAILED, CliError, Command
+
 __all__ = ("fetch_snapshot", "render", "top")
 
 BAR_WIDTH = 20
@@ -258,7 +260,7 @@ def _error_frame(message: str, url: str) -> RenderableType:
                  title_align="left")
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--url", default="http://127.0.0.1:9464", show_default=True,
               help="Where the pipeline serves its metrics (its --metrics-port).")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
@@ -271,8 +273,13 @@ def top(url: str, interval: float, once: bool) -> None:
     or `ti.observe.serve_metrics(pipeline, 9464)` in your program.
     """
     console = Console()
+    try:
+        first = fetch_snapshot(url)
+    except click.ClickException as exc:
+        raise CliError(f"{exc.format_message()}; is a pipeline running with --metrics-port?",
+                       EXIT_FAILED) from None
     if once:
-        snap = fetch_snapshot(url)
+        snap = first
         if not console.is_terminal:
             console = Console(width=max(console.width, 140))
         console.print(render(snap, url=url))

@@ -11,9 +11,10 @@ from typing import Any, Literal, TypeAlias
 
 import attrs
 
+from .._budget import DeadLetterBudget
 from .._errors import ConfigError, GraphError
 from .._retry import RetryPolicy, check_policy
-from .._validators import check, positive, positive_int
+from .._validators import check, instance_of, positive, positive_int
 from ..sinks._base import Sink
 from ..sources._base import Source
 from ..stages._custom import CustomStage, is_custom_stage
@@ -81,6 +82,9 @@ class GraphModel:
         max_batch: Most events a node takes from its input at once.
         shutdown_timeout: Default deadline of ``stop()``'s drain.
         commit_timeout: Bound on one (shielded) source commit.
+        dead_letter_budget: How many dead letters the run may produce before it
+            fails with :class:`~trio_ingest.DeadLetterBudgetError` (committing
+            nothing past the breach); ``None`` (the default): no limit.
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class GraphModel:
         max_batch: int = 256,
         shutdown_timeout: float = 30.0,
         commit_timeout: float = 10.0,
+        dead_letter_budget: DeadLetterBudget | None = None,
     ) -> None:
         if dead_letter is not None and not isinstance(dead_letter, Sink):
             raise ConfigError(f"'dead_letter' must be a Sink or None: {dead_letter!r}")
@@ -100,7 +105,13 @@ class GraphModel:
         self.max_batch = check(positive_int, "max_batch", max_batch)
         check(positive, "shutdown_timeout", shutdown_timeout)
         check(positive, "commit_timeout", commit_timeout)
+        check(
+            instance_of(DeadLetterBudget, type(None), what="a DeadLetterBudget or None"),
+            "dead_letter_budget",
+            dead_letter_budget,
+        )
         self.dead_letter = dead_letter
+        self.dead_letter_budget = dead_letter_budget
         self.retry = retry if retry is not None else RetryPolicy()
         self.shutdown_timeout = float(shutdown_timeout)
         self.commit_timeout = float(commit_timeout)
@@ -305,7 +316,8 @@ class PipelineModel(GraphModel):
         source: Where events come from.
         *stages: Applied in order.
         sink: Where delivered events go.
-        dead_letter, retry, capacity, max_batch, shutdown_timeout: As for :class:`Graph`.
+        dead_letter, retry, capacity, max_batch, shutdown_timeout, commit_timeout,
+        dead_letter_budget: As for :class:`Graph`.
     """
 
     def __init__(
@@ -319,6 +331,7 @@ class PipelineModel(GraphModel):
         max_batch: int = 256,
         shutdown_timeout: float = 30.0,
         commit_timeout: float = 10.0,
+        dead_letter_budget: DeadLetterBudget | None = None,
     ) -> None:
         super().__init__(
             dead_letter=dead_letter,
@@ -327,6 +340,7 @@ class PipelineModel(GraphModel):
             max_batch=max_batch,
             shutdown_timeout=shutdown_timeout,
             commit_timeout=commit_timeout,
+            dead_letter_budget=dead_letter_budget,
         )
         previous = self.add_source(source)
         for stage in stages:

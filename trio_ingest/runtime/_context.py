@@ -160,8 +160,10 @@ class WorkerContext:
         batch: Batch,
         indices: Sequence[int],
         errors: Sequence[tuple[Exception, int]],
+        *,
+        passed: int | None = None,
     ) -> None:
-        await self.rt.dead_letter(self.worker, stats, batch, indices, errors)
+        await self.rt.dead_letter(self.worker, stats, batch, indices, errors, passed=passed)
 
     async def retry(
         self,

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .._acks import AckToken, AckTracker, finish, retain
+from .._budget import BudgetCounter, DeadLetterBudget, reason_of
+from .._event import DeadLetter
 
 __all__ = ("Ledger",)
 
@@ -22,9 +24,13 @@ __all__ = ("Ledger",)
 class Ledger:
     """Counters of one run, and the trackers whose open tokens are the events in flight."""
 
-    __slots__ = ("dead_lettered", "delivered", "expanded", "filtered", "received", "trackers")
+    __slots__ = (
+        "budget", "dead_lettered", "delivered", "expanded", "filtered", "received", "trackers"
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, budget: DeadLetterBudget | None = None) -> None:
+        # the dead-letter budget's count (None: no budget), fed as events are counted
+        self.budget = BudgetCounter(budget) if budget is not None else None
         self.received = 0
         self.delivered = 0
         self.dead_lettered = 0
@@ -42,6 +48,8 @@ class Ledger:
         token = tracker.issue(offset, n * copies)
         self.received += n
         self.expanded += n * (copies - 1)
+        if self.budget is not None:
+            self.budget.admitted(n)
         return token
 
     def copied(self, tokens: Sequence[AckToken], copies: int) -> None:
@@ -76,7 +84,21 @@ class Ledger:
     def delivered_by_sink(self, tokens: Sequence[AckToken]) -> None:
         """A sink durably wrote these events: finished."""
         self.delivered += len(tokens)
+        if self.budget is not None:
+            self.budget.delivered(len(tokens))
         finish(tokens)
+
+    def dead_lettering(self, letters: list[DeadLetter], passed: int) -> None:
+        """These letters are about to be sent (``passed``: events of their batch that went on).
+
+        Raises:
+            DeadLetterBudgetError: They cross the dead-letter budget; they must not be
+                sent, so their acks never finish and nothing past them commits.
+        """
+        if self.budget is not None:
+            self.budget.dead_lettered(
+                (reason_of(lt.error_type, lt.error) for lt in letters), passed=passed
+            )
 
     def dead_lettered_by_sink(self, tokens: Sequence[AckToken]) -> None:
         """The dead-letter sink durably wrote these events: finished."""

@@ -68,7 +68,7 @@ class Runtime:
             name: NodeStats(name, node.kind) for name, node in graph.nodes.items()
         }
         self.dead_letter_stats = NodeStats("dead_letter", "dead_letter")
-        self.ledger = Ledger()
+        self.ledger = Ledger(graph.dead_letter_budget)
         self.e2e = Histogram()
         self.tracer = active_tracer()  # None unless observe.enable_tracing() found a provider
         self.started_at: float | None = None
@@ -235,14 +235,19 @@ class Runtime:
         batch: Batch,
         indices: Sequence[int],
         errors: Sequence[tuple[Exception, int]],
+        *,
+        passed: int | None = None,
     ) -> None:
         """Send the events at ``indices`` of ``batch`` to the dead-letter sink.
 
-        ``errors[k]`` is the (last error, attempts) of ``indices[k]``.
+        ``errors[k]`` is the (last error, attempts) of ``indices[k]``; ``passed`` is how
+        many events of the batch the failing node passed on (default: the rest of
+        ``batch``), for the dead-letter budget.
 
         Raises:
             StageError: There is no dead-letter sink (stages).
             RetryExhaustedError: There is no dead-letter sink (sinks).
+            DeadLetterBudgetError: These dead letters cross the budget.
         """
         if not indices:
             return
@@ -260,20 +265,29 @@ class Runtime:
             DeadLetter.from_exception(batch.event(i), stats.name, error, attempts)
             for i, (error, attempts) in zip(indices, errors, strict=True)
         ]
+        if passed is None:
+            passed = len(batch) - len(indices)
         await self._send_letters(
-            worker.dead, stats, letters, [batch.tokens[i] for i in indices], batch.trace
+            worker.dead, stats, letters, [batch.tokens[i] for i in indices], batch.trace, passed
         )
 
     async def dead_letter_records(
-        self, worker: Worker, stats: NodeStats, letters: list[DeadLetter], token: AckToken
+        self,
+        worker: Worker,
+        stats: NodeStats,
+        letters: list[DeadLetter],
+        token: AckToken,
+        passed: int = 0,
     ) -> None:
-        """Dead-letter records a source rejected (they never became events)."""
+        """Dead-letter records a source rejected (``passed``: the events of the same read)."""
         if not letters:
             return
         if worker.dead is None:
             letter = letters[0]
             raise DeadLetterError(stats.name, letter.event.id, letter.error)
-        await self._send_letters(worker.dead, stats, letters, [token] * len(letters), None)
+        await self._send_letters(
+            worker.dead, stats, letters, [token] * len(letters), None, passed
+        )
 
     async def _send_letters(
         self,
@@ -282,8 +296,15 @@ class Runtime:
         letters: list[DeadLetter],
         tokens: list[AckToken],
         trace: Any,
+        passed: int,
     ) -> None:
-        """Log each letter, count them, and send them on with their acks to the dead-letter sink."""
+        """Log each letter, count them, and send them on with their acks to the dead-letter sink.
+
+        Raises:
+            DeadLetterBudgetError: These letters cross the budget; they are not sent, so
+                their acks never finish and nothing past them commits.
+        """
+        self.ledger.dead_lettering(letters, passed)
         for letter in letters:
             event = letter.event
             kind = letter.error_type.rpartition(".")[2]  # the class name, as logged on retries

@@ -109,7 +109,7 @@ class SourceRunner:
             rejected = read.rejected
             token = intake.enter(events, read.offset, len(rejected), read.partition)
             if rejected:
-                await rt.dead_letter_records(worker, stats, rejected, token)
+                await rt.dead_letter_records(worker, stats, rejected, token, len(events))
             if not events:
                 continue
             await forward(intake.traced(Batch.of(events, token)))  # span: when the read returned

@@ -108,8 +108,14 @@ class StageContext(Protocol):
         batch: Batch,
         indices: Sequence[int],
         errors: Sequence[tuple[Exception, int]],
+        *,
+        passed: int | None = None,
     ) -> None:
-        """Dead-letter the events at ``indices`` with their (last error, attempts)."""
+        """Dead-letter the events at ``indices`` with their (last error, attempts).
+
+        ``passed``: how many events of the batch went on (default: the rest of it),
+        for the dead-letter budget.
+        """
         ...
 
     async def retry(

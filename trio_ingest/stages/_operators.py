@@ -821,7 +821,10 @@ class ChainStep:
                 except GiveUp as gave_up:
                     dead.add(i)
                     failed = Batch([batch.events[i]], [item], [batch.tokens[i]])
-                    await ctx.dead_letter(stats, failed, [0], [(gave_up.error, gave_up.attempts)])
+                    await ctx.dead_letter(
+                        stats, failed, [0], [(gave_up.error, gave_up.attempts)],
+                        passed=len(batch) - len(failures),
+                    )
                     break
                 error = None
                 k += 1
