@@ -260,8 +260,14 @@ class Runtime:
             DeadLetter.from_exception(batch.event(i), stats.name, error, attempts)
             for i, (error, attempts) in zip(indices, errors, strict=True)
         ]
+        trace = batch.trace
+        if self.tracer is not None and stats.kind not in ("sink", "dead_letter"):
+            # the failure's own span (ERROR, with the exception): the dead-letter write is its child
+            # (a sink records its failure span itself before it gets here)
+            trace = self.tracer.span(stats.name, stats.kind, trace, len(indices), 0, 0.0,
+                                     "dead_letter", errors[0][0], batch=batch.select(list(indices)))
         await self._send_letters(
-            worker.dead, stats, letters, [batch.tokens[i] for i in indices], batch.trace
+            worker.dead, stats, letters, [batch.tokens[i] for i in indices], trace, batch.links
         )
 
     async def dead_letter_records(
@@ -282,6 +288,7 @@ class Runtime:
         letters: list[DeadLetter],
         tokens: list[AckToken],
         trace: Any,
+        links: tuple[Any, ...] = (),
     ) -> None:
         """Log each letter, count them, and send them on with their acks to the dead-letter sink."""
         for letter in letters:
@@ -302,7 +309,7 @@ class Runtime:
             Event(id=lt.event.id, payload=lt, key=lt.event.key, event_time=lt.event.event_time)
             for lt in letters
         ]
-        await dead.send(Batch(events, list(letters), tokens, trace))
+        await dead.send(Batch(events, list(letters), tokens, trace, links))
 
     # -- reporting ----------------------------------------------------------------
     def report(self) -> RunReport:
