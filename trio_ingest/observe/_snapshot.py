@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..runtime._report import RunReport
     from ..runtime._runtime import Runtime
 
-__all__ = ("PipelineView", "snapshot")
+__all__ = ("PipelineView", "history_sample", "snapshot")
 
 #: Version of the JSON layout served at ``/api/snapshot``.
 SNAPSHOT_VERSION = 1
@@ -180,12 +180,48 @@ def snapshot(pipeline: Graph | PipelineHandle | PipelineView) -> dict[str, Any]:
                 "blocked_seconds": 0.0, "latency_p50": 0.0, "latency_p99": 0.0,
                 "nodes": {}, "edges": {}, "committed": {},
                 "latency": _zero_latency()}
+    elapsed = data["elapsed"]
+    for edge in data["edges"].values():
+        # backpressure as people read it: the average number of senders waiting, and the
+        # share of the run's time the edge was full (blocked_seconds is summed over senders)
+        edge["average_waiting_senders"] = edge["blocked_seconds"] / elapsed if elapsed > 0 else 0.0
+        edge["full_share"] = min(edge["full_seconds"] / elapsed, 1.0) if elapsed > 0 else 0.0
     data["version"] = SNAPSHOT_VERSION
     data["time"] = time.time()
     data["state"] = view.state
     data["graph"] = view.topology()
     data["sources"] = view.sources()
     finite: dict[str, Any] = _finite(data)
+    return finite
+
+
+def history_sample(pipeline: PipelineView) -> dict[str, Any] | None:
+    """One point of the server's history ring buffer (None before the first run).
+
+    The running totals the dashboard's charts are drawn from (it takes rates
+    between consecutive points): ``time``, ``elapsed``, ``received``,
+    ``delivered``, ``dead_lettered``, ``filtered``, ``latency`` (end-to-end
+    ``count``, ``sum``, ``p99``) and per edge ``blocked_seconds`` and
+    ``full_seconds``.
+    """
+    report = pipeline.report()
+    if report is None:
+        return None
+    latency = report.latency
+    sample = {
+        "time": time.time(),
+        "elapsed": report.elapsed,
+        "received": report.received,
+        "delivered": report.delivered,
+        "dead_lettered": report.dead_lettered,
+        "filtered": report.filtered,
+        "latency": {"count": latency.count, "sum": latency.sum, "p99": latency.p99},
+        "edges": {
+            name: {"blocked_seconds": edge.blocked_seconds, "full_seconds": edge.full_seconds}
+            for name, edge in report.edges.items()
+        },
+    }
+    finite: dict[str, Any] = _finite(sample)
     return finite
 
 
