@@ -437,3 +437,48 @@ async def test_history_keeps_the_last_minutes_on_the_server() -> None:
         assert set(point["edges"]) == set(graph.report().edges)  # type: ignore[union-attr]
         assert {"blocked_seconds", "full_seconds"} <= set(next(iter(point["edges"].values())))
         tg.cancel_scope.cancel()
+
+
+async def test_the_handle_names_its_edge_and_no_placeholder_source_shows() -> None:
+    sink = ti.sinks.Memory()
+    pipeline = ti.Pipeline(ti.sources.from_iterable([]), ti.map(lambda p: p), sink=sink)
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(pipeline.serve)
+        await handle.send_batch(list(range(5)))
+        with anyio.fail_after(10):
+            while len(sink.events) < 5:  # noqa: ASYNC110 -- polls what the pipeline does
+                await anyio.sleep(0.01)
+        assert set(handle.report().edges) == {"handle->map", "map->memory"}
+        snap = ti.observe.snapshot(handle)
+        assert [n["name"] for n in snap["graph"]["nodes"]] == ["handle", "map", "memory"]
+        assert {(link["from"], link["to"], link["edge"]) for link in snap["graph"]["links"]} == {
+            ("handle", "map", "handle->map"), ("map", "memory", "map->memory")}
+        assert set(snap["nodes"]) == {"handle", "map", "memory"}
+        assert "source" not in snap["sources"]
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry()
+        registry.register(ti.observe.PrometheusCollector(handle))
+        text = generate_latest(registry).decode()
+        assert 'node="source"' not in text and 'source="source"' not in text
+        assert 'edge="handle->map"' in text
+        await handle.stop()
+        tg.cancel_scope.cancel()
+
+
+async def test_a_real_source_next_to_the_handle_stays_visible() -> None:
+    sink = ti.sinks.Memory()
+    pipeline = ti.Pipeline(ti.sources.from_iterable(range(3), name="numbers"),
+                           ti.map(lambda p: p), sink=sink)
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(pipeline.serve)
+        assert "numbers->map" in handle.report().edges
+        names = [n["name"] for n in ti.observe.snapshot(handle)["graph"]["nodes"]]
+        assert names == ["handle", "numbers", "map", "memory"]
+        await handle.stop()
+        tg.cancel_scope.cancel()
+    # run, not served: an empty source is just an empty source
+    empty = ti.Pipeline(ti.sources.from_iterable([]), sink=ti.sinks.Memory())
+    await empty.run()
+    assert [n["name"] for n in ti.observe.snapshot(empty)["graph"]["nodes"]] == [
+        "source", "memory"]

@@ -10,6 +10,8 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from .._errors import ConfigError
 from ..runtime._stats import Histogram
 
@@ -69,8 +71,19 @@ class PipelineView:
             return "idle"
         return "finished" if rt.finished else "running"
 
+    @property
+    def hidden(self) -> frozenset[str]:
+        """Placeholder sources of a serving pipeline (fed by its handle): not shown."""
+        rt = self.runtime
+        if rt is None or rt.handle is None:
+            return frozenset()
+        return frozenset(
+            name for name, node in self._graph.nodes.items()
+            if node.role == "source" and getattr(node.obj, "placeholder", False)
+        )
+
     def report(self) -> RunReport | None:
-        """The live report (None before the first run).
+        """The live report (None before the first run), without placeholder sources.
 
         Read from another thread (a collector in prometheus_client's own HTTP
         server), a collection may change size under the read: it is retried.
@@ -80,10 +93,18 @@ class PipelineView:
             return None
         for _ in range(2):
             try:
-                return rt.report()
+                report = rt.report()
+                break
             except RuntimeError:  # "deque mutated during iteration": the loop moved on
                 continue
-        return rt.report()
+        else:
+            report = rt.report()
+        hidden = self.hidden
+        if hidden:
+            report = attrs.evolve(
+                report, nodes={k: v for k, v in report.nodes.items() if k not in hidden}
+            )
+        return report
 
     def histograms(self) -> tuple[dict[str, Histogram], Histogram | None]:
         """Per-node batch latency histograms, and the end-to-end one (live objects)."""
@@ -104,11 +125,14 @@ class PipelineView:
         """
         rt = self.runtime
         out: dict[str, dict[str, Any]] = {}
+        hidden = self.hidden
         for name, node in self._graph.nodes.items():
-            if node.role == "source":
+            if node.role == "source" and name not in hidden:
                 out[name] = {"committed": None, "open_reads": 0, "lag": _lag(node.obj)}
         if rt is not None:
             for name, tracker in rt.ledger.trackers.items():
+                if name in hidden:
+                    continue
                 entry = out.setdefault(name, {"committed": None, "open_reads": 0, "lag": None})
                 entry["committed"] = _jsonable(tracker.committed)
                 entry["open_reads"] = tracker.open_reads
@@ -132,14 +156,19 @@ class PipelineView:
 
         nodes: list[dict[str, Any]] = []
         links: list[dict[str, Any]] = []
+        hidden = self.hidden
         for name, node in graph.nodes.items():
+            if name in hidden:
+                continue
             edge, fused_into = inbox_of(name)
             nodes.append(
                 {"name": name, "role": node.role, "kind": node.kind, "edge": edge,
                  "fused_into": fused_into}
             )
-            for up, port in node.inputs:
-                links.append({"from": up, "to": name, "port": port, "edge": edge})
+            links.extend(
+                {"from": up, "to": name, "port": port, "edge": edge}
+                for up, port in node.inputs if up not in hidden
+            )
         if "handle" in report_nodes and "handle" not in graph.nodes:
             # a serving pipeline's handle feeds the consumers of the first source
             nodes.insert(0, {"name": "handle", "role": "source", "kind": "source", "edge": None,
