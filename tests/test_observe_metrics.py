@@ -482,3 +482,24 @@ async def test_a_real_source_next_to_the_handle_stays_visible() -> None:
     await empty.run()
     assert [n["name"] for n in ti.observe.snapshot(empty)["graph"]["nodes"]] == [
         "source", "memory"]
+
+
+async def test_promtool_accepts_the_exposition() -> None:
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (it ships with Prometheus)")
+    graph = fan_out_graph(50, rate=None)
+    await graph.run()
+    async with anyio.create_task_group() as tg:
+        endpoint = await tg.start(ti.observe.serve_metrics, graph, 0)
+        status, _, body = await get(endpoint.port, "/metrics")
+        tg.cancel_scope.cancel()
+    assert status == 200
+    checked = await anyio.to_thread.run_sync(
+        lambda: subprocess.run([promtool, "check", "metrics"], input=body,
+                               capture_output=True, timeout=60, check=False)
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
