@@ -200,6 +200,11 @@ async def test_dashboard_in_chromium(anyio_backend: str) -> None:
     seen: dict[str, Any] = {}
 
     def drive(url: str) -> None:
+        # the server samples from the start: wait until it holds a few seconds of history
+        deadline = time.monotonic() + 30
+        while len(json.loads(urllib.request.urlopen(url + "api/history").read())) < 3:
+            assert time.monotonic() < deadline, "the server kept no history"
+            time.sleep(0.2)  # a thread polling a real server: no event to wait on
         browser = Chromium(binary)
         try:
             browser.navigate(url)
@@ -217,6 +222,20 @@ async def test_dashboard_in_chromium(anyio_backend: str) -> None:
                 " parseFloat(e.getAttribute('data-node-rate'))])"
             )
             seen["state"] = browser.evaluate("document.getElementById('state').textContent")
+            # the charts start with what the server kept before the page opened
+            seen["history"] = browser.evaluate("Number(document.body.getAttribute('data-history'))")
+            # every edge label is on top: the topmost element at its centre is the label
+            seen["hidden_labels"] = browser.evaluate(
+                "Array.from(document.querySelectorAll('svg .depth-label')).filter(t => {"
+                " const r = t.getBoundingClientRect();"
+                " const hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);"
+                " return hit !== t; }).map(t => t.textContent)"
+            )
+            seen["backpressure"] = browser.evaluate(
+                "Array.from(document.querySelectorAll('[data-edge-full]'))"
+                ".map(e => [parseFloat(e.getAttribute('data-edge-full')),"
+                " parseFloat(e.getAttribute('data-edge-waiting'))])"
+            )
             browser.screenshot(shot)
         finally:
             browser.close()
@@ -234,6 +253,11 @@ async def test_dashboard_in_chromium(anyio_backend: str) -> None:
     assert rates["orders"] > 0
     assert rates["warehouse"] > 0
     assert seen["state"] == "running"
+    assert seen["history"] >= 2
+    assert seen["hidden_labels"] == []
+    # the slow warehouse sink fills its edge: shown as a share of time (<= 100%)
+    assert seen["backpressure"]
+    assert all(0 < full <= 1 and waiting >= 0 for full, waiting in seen["backpressure"])
     assert shot.stat().st_size > 10_000
     _publish(shot)
 

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -81,7 +82,7 @@ def test_text_format_and_reconfiguring() -> None:
     assert len(lines) == 1  # one handler, though configured twice
     assert lines[0].endswith(" INFO trio_ingest.test: hello there")
     assert handler in logging.getLogger("trio_ingest").handlers
-    assert logging.getLogger("trio_ingest").propagate is False
+    assert logging.getLogger("trio_ingest").propagate is True  # into the application by default
 
 
 def test_configure_logging_rejects_bad_values() -> None:
@@ -177,3 +178,141 @@ async def test_runtime_retry_warnings_carry_the_attempt() -> None:
     retries = [line for line in json_lines(stream) if "retrying" in str(line["message"])]
     assert [line["attempt"] for line in retries] == [1, 2]
     assert all(line["node"] == retries[0]["node"] and line["error_type"] for line in retries)
+
+
+class Collect(logging.Handler):
+    """An application's own handler: keeps what reaches it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_lines_propagate_into_the_application_by_default() -> None:
+    app = Collect()
+    logging.getLogger().addHandler(app)
+    assert ti.observe.configure_logging("json", "INFO") is None  # the application prints them
+    logging.getLogger("trio_ingest.test").info("hello", extra={"node": "n"})
+    assert [r.getMessage() for r in app.records] == ["hello"]
+    assert app.records[0].node == "n"  # type: ignore[attr-defined]
+    assert not any(getattr(h, "_trio_ingest_handler", False)
+                   for h in logging.getLogger("trio_ingest").handlers)
+    # the CLI owns the process: a JSON handler on the root logger
+    stream = io.StringIO()
+    handler = ti.observe.configure_logging("json", "INFO", stream=stream, logger="")
+    assert handler in logging.getLogger().handlers
+    logging.getLogger("trio_ingest.test").info("from the cli")
+    assert json_lines(stream)[-1]["message"] == "from the cli"
+    # an application that wants only our lines, apart from its own
+    app.records.clear()
+    own = io.StringIO()
+    ti.observe.configure_logging("json", "INFO", stream=own, propagate=False)
+    logging.getLogger("trio_ingest.test").info("apart")
+    assert app.records == [] and json_lines(own)[-1]["message"] == "apart"
+
+
+def test_no_root_handler_means_our_own_handler() -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = []
+    try:
+        handler = ti.observe.configure_logging("text", "INFO")
+        assert handler is not None and handler in logging.getLogger("trio_ingest").handlers
+    finally:
+        root.handlers[:] = saved
+
+
+def test_rate_limit_none_turns_it_off_without_side_effects() -> None:
+    runtime = logging.getLogger("trio_ingest.runtime")
+    assert ti.observe.RUNTIME_RATE_LIMIT is RUNTIME_RATE_LIMIT
+    assert RUNTIME_RATE_LIMIT in runtime.filters  # on from the start
+    stream = io.StringIO()
+    ti.observe.configure_logging("json", stream=stream, rate_limit=(1, 60.0))
+    for i in range(5):
+        runtime.warning("db: attempt %d failed", i, extra={"node": "db"})
+    assert len(json_lines(stream)) == 1
+    level, handlers = logging.getLogger("trio_ingest").level, logging.getLogger(
+        "trio_ingest").handlers[:]
+    assert ti.observe.configure_logging("json", "INFO", stream=stream, rate_limit=None)
+    # what it held back is reported, not lost, and the filter is off
+    summary = json_lines(stream)[-1]
+    assert summary["suppressed"] == 4
+    assert RUNTIME_RATE_LIMIT not in runtime.filters
+    for i in range(5):
+        runtime.warning("db: attempt %d failed", i, extra={"node": "db"})
+    assert len(json_lines(stream)) == 2 + 5
+    assert logging.getLogger("trio_ingest").level == level
+    assert len(logging.getLogger("trio_ingest").handlers) == len(handlers)
+    assert runtime.filters == []  # nothing else was touched
+    ti.observe.configure_logging("json", stream=stream)  # back on
+    assert RUNTIME_RATE_LIMIT in runtime.filters
+    # an application can put the exported filter on its own handler instead
+    mine = ti.observe.RateLimitFilter(burst=2, interval=60.0)
+    app = Collect()
+    app.addFilter(mine)
+    for i in range(5):
+        app.handle(runtime.makeRecord("trio_ingest.runtime", logging.WARNING, "x", 1,
+                                      "db: attempt %d failed", (i,), None, extra={"node": "db"}))
+    assert len(app.records) == 2
+
+
+def test_dict_config_must_keep_existing_loggers() -> None:
+    import logging.config
+
+    stream = io.StringIO()
+    base = {
+        "version": 1,
+        "formatters": {"json": {"()": "trio_ingest.observe.JsonFormatter"}},
+        "handlers": {"out": {"class": "logging.StreamHandler", "formatter": "json",
+                             "stream": stream}},
+        "root": {"handlers": ["out"], "level": "INFO"},
+    }
+    runtime = logging.getLogger("trio_ingest.runtime")
+    try:
+        logging.config.dictConfig(base)  # the pitfall: existing loggers are disabled
+        runtime.warning("lost")
+        assert stream.getvalue() == "" and runtime.disabled
+        # the README's configuration
+        logging.config.dictConfig({**base, "disable_existing_loggers": False})
+        runtime.warning("kept", extra={"node": "db"})
+        (line,) = json_lines(stream)
+        assert line["message"] == "kept" and line["node"] == "db"
+    finally:
+        runtime.disabled = False
+
+
+def test_structlog_recipe_keeps_the_extra_fields() -> None:
+    structlog = pytest.importorskip("structlog", reason="the structlog recipe needs structlog")
+
+    stream = io.StringIO()
+
+    def handler_with(pre_chain: list[Any]) -> logging.Handler:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+            processor=structlog.processors.JSONRenderer(),
+            foreign_pre_chain=pre_chain,
+        ))
+        return handler
+
+    root = logging.getLogger()
+    runtime = logging.getLogger("trio_ingest.runtime")
+    without = handler_with([structlog.stdlib.add_log_level])
+    root.addHandler(without)
+    try:
+        runtime.warning("retrying", extra={"node": "db", "attempt": 2})
+    finally:
+        root.removeHandler(without)
+    assert "node" not in json_lines(stream)[-1]  # extra= fields are dropped
+    # the README's recipe: ExtraAdder puts them in the event dict
+    recipe = handler_with([structlog.stdlib.add_log_level, structlog.stdlib.ExtraAdder()])
+    root.addHandler(recipe)
+    try:
+        runtime.warning("retrying", extra={"node": "db", "attempt": 2})
+    finally:
+        root.removeHandler(recipe)
+    line = json_lines(stream)[-1]
+    assert line["event"] == "retrying" and line["node"] == "db" and line["attempt"] == 2
+    assert line["level"] == "warning"

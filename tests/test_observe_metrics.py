@@ -182,12 +182,22 @@ def test_histogram_buckets_are_cumulative_and_exact() -> None:
     assert counts == sorted(counts) and counts[-1] == h.count == 9
     by_bound = dict(buckets)
     assert by_bound[1e-06] == 2  # 0 and 1 µs: "le" is inclusive
-    assert by_bound[0.001995] == 4  # 1.9 ms is under 10^-2.7 s, 2 ms is not
-    assert by_bound[0.005012] == 6
+    assert by_bound[0.002] == 5  # 1.9 ms and 2 ms are at or under 2 ms
+    assert by_bound[0.005] == 6
+    assert 2e-06 in by_bound and 0.0002 in by_bound
     assert by_bound[1.0] == 8
     assert by_bound[1000.0] == 8  # 5000 s only in +Inf
     # 3 bounds per decade from 1 µs to 1000 s, then +Inf
     assert len(buckets) == 9 * 3 + 1 + 1
+    # every bound is round: 1, 2 or 5 times a power of ten, printed as such
+    from prometheus_client.utils import floatToGoString
+
+    for bound in bounds[:-1]:
+        label = floatToGoString(bound)
+        assert label.split("e")[0] in ("1.0", "2.0", "5.0", "1", "2", "5") or float(
+            label
+        ) in {m * 10.0**e for m in (1, 2, 5) for e in range(-6, 4)}, label
+        assert len(label) <= 6, label
 
 
 async def test_openmetrics_on_request() -> None:
@@ -312,3 +322,184 @@ def test_collector_registers_in_a_user_registry() -> None:
     text = generate_latest(registry).decode()
     assert "trio_ingest_running 0.0" in text  # before the run: only the state
     assert "trio_ingest_received_total" not in text
+
+
+async def test_process_metrics_and_gzip() -> None:
+    import gzip
+
+    graph = fan_out_graph(50, rate=None)
+    await graph.run()
+    async with anyio.create_task_group() as tg:
+        endpoint = await tg.start(ti.observe.serve_metrics, graph, 0)
+        status, headers, plain = await get(endpoint.port, "/metrics")
+        assert status == 200 and "content-encoding" not in headers
+        found = samples(plain.decode())
+        assert value(found, "process_resident_memory_bytes") > 0
+        assert value(found, "process_open_fds") > 0
+        assert ("process_cpu_seconds_total", frozenset()) in found
+        assert any(name == "python_info" for name, _ in found)
+        assert any(name == "python_gc_collections_total" for name, _ in found)
+        status, headers, zipped = await get(endpoint.port, "/metrics", accept_encoding="gzip")
+        assert status == 200 and headers["content-encoding"] == "gzip"
+        assert int(headers["content-length"]) == len(zipped) < len(plain)
+        unzipped = samples(gzip.decompress(zipped).decode())
+        assert value(unzipped, "trio_ingest_delivered_total") == value(
+            found, "trio_ingest_delivered_total")
+        status, headers, _ = await get(endpoint.port, "/metrics", accept_encoding="gzip;q=0")
+        assert "content-encoding" not in headers
+        tg.cancel_scope.cancel()
+
+
+async def test_idle_keep_alive_connections_do_not_lock_out_scrapes() -> None:
+    from trio_ingest.observe._server import MAX_CONNECTIONS
+
+    graph = fan_out_graph(10, rate=None)
+    async with anyio.create_task_group() as tg:
+        endpoint = await tg.start(ti.observe.serve_metrics, graph, 0)
+        idle = []
+        try:
+            for _ in range(MAX_CONNECTIONS):
+                stream = await anyio.connect_tcp("127.0.0.1", endpoint.port)
+                idle.append(stream)
+                await stream.send(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                with anyio.fail_after(10):
+                    head = await stream.receive()
+                assert head.startswith(b"HTTP/1.1 200"), head  # kept alive: now idle
+            for _ in range(3):
+                status, _, body = await get(endpoint.port, "/metrics")
+                assert status == 200 and b"trio_ingest_running" in body
+            # the longest-idle connection was closed to make room
+            with anyio.fail_after(10):
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await idle[0].receive()
+        finally:
+            for stream in idle:
+                await stream.aclose()
+        tg.cancel_scope.cancel()
+
+
+def test_backpressure_is_waiting_senders_and_share_of_time_full() -> None:
+    import trio
+    import trio.testing
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    async def main() -> None:
+        pipeline = ti.Pipeline(ti.sources.from_iterable([]), sink=ti.testing.HangingSink(),
+                               capacity=1, max_batch=1)
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(pipeline.serve)
+            for i in range(4):  # one in the sink's hands, one in the edge, two waiting
+                nursery.start_soon(handle.send, i)
+            (edge_name,) = handle.report().edges
+            while handle.report().edges[edge_name].waiting_senders < 2:
+                await trio.lowlevel.checkpoint()
+            await trio.sleep(10)  # virtual time: two senders wait for 10 s
+            snap = ti.observe.snapshot(handle)
+            edge = snap["edges"][edge_name]
+            elapsed = snap["elapsed"]
+            assert edge["full_seconds"] == pytest.approx(10, abs=0.01)
+            assert edge["blocked_seconds"] == pytest.approx(20, abs=0.02)
+            assert edge["average_waiting_senders"] == pytest.approx(20 / elapsed)
+            assert edge["full_share"] == pytest.approx(10 / elapsed)
+            assert 0 < edge["full_share"] <= 1
+            registry = CollectorRegistry()
+            registry.register(ti.observe.PrometheusCollector(handle))
+            found = samples(generate_latest(registry).decode())
+            assert value(found, "trio_ingest_edge_full_seconds_total", edge=edge_name) == (
+                pytest.approx(edge["full_seconds"], abs=0.01))
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_history_keeps_the_last_minutes_on_the_server() -> None:
+    import json
+
+    from trio_ingest.observe._server import HISTORY_INTERVAL, HISTORY_SECONDS, _Server
+    from trio_ingest.observe._snapshot import PipelineView
+
+    graph = fan_out_graph(100, rate=None)
+    server = _Server(PipelineView(graph))
+    assert server.history.maxlen == HISTORY_SECONDS / HISTORY_INTERVAL + 1
+    await graph.run()
+    async with anyio.create_task_group() as tg:
+        endpoint = await tg.start(ti.observe.serve_metrics, graph, 0)
+        with anyio.fail_after(10):
+            while True:  # the sampler runs from the start, without any page open
+                status, _, body = await get(endpoint.port, "/api/history")
+                points = json.loads(body)
+                if points:
+                    break
+                await anyio.sleep(0.05)
+        assert status == 200
+        point = points[-1]
+        assert point["delivered"] == graph.report().delivered  # type: ignore[union-attr]
+        assert set(point["edges"]) == set(graph.report().edges)  # type: ignore[union-attr]
+        assert {"blocked_seconds", "full_seconds"} <= set(next(iter(point["edges"].values())))
+        tg.cancel_scope.cancel()
+
+
+async def test_the_handle_names_its_edge_and_no_placeholder_source_shows() -> None:
+    sink = ti.sinks.Memory()
+    pipeline = ti.Pipeline(ti.sources.from_iterable([]), ti.map(lambda p: p), sink=sink)
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(pipeline.serve)
+        await handle.send_batch(list(range(5)))
+        with anyio.fail_after(10):
+            while len(sink.events) < 5:  # noqa: ASYNC110 -- polls what the pipeline does
+                await anyio.sleep(0.01)
+        assert set(handle.report().edges) == {"handle->map", "map->memory"}
+        snap = ti.observe.snapshot(handle)
+        assert [n["name"] for n in snap["graph"]["nodes"]] == ["handle", "map", "memory"]
+        assert {(link["from"], link["to"], link["edge"]) for link in snap["graph"]["links"]} == {
+            ("handle", "map", "handle->map"), ("map", "memory", "map->memory")}
+        assert set(snap["nodes"]) == {"handle", "map", "memory"}
+        assert "source" not in snap["sources"]
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry()
+        registry.register(ti.observe.PrometheusCollector(handle))
+        text = generate_latest(registry).decode()
+        assert 'node="source"' not in text and 'source="source"' not in text
+        assert 'edge="handle->map"' in text
+        await handle.stop()
+        tg.cancel_scope.cancel()
+
+
+async def test_a_real_source_next_to_the_handle_stays_visible() -> None:
+    sink = ti.sinks.Memory()
+    pipeline = ti.Pipeline(ti.sources.from_iterable(range(3), name="numbers"),
+                           ti.map(lambda p: p), sink=sink)
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(pipeline.serve)
+        assert "numbers->map" in handle.report().edges
+        names = [n["name"] for n in ti.observe.snapshot(handle)["graph"]["nodes"]]
+        assert names == ["handle", "numbers", "map", "memory"]
+        await handle.stop()
+        tg.cancel_scope.cancel()
+    # run, not served: an empty source is just an empty source
+    empty = ti.Pipeline(ti.sources.from_iterable([]), sink=ti.sinks.Memory())
+    await empty.run()
+    assert [n["name"] for n in ti.observe.snapshot(empty)["graph"]["nodes"]] == [
+        "source", "memory"]
+
+
+async def test_promtool_accepts_the_exposition() -> None:
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (it ships with Prometheus)")
+    graph = fan_out_graph(50, rate=None)
+    await graph.run()
+    async with anyio.create_task_group() as tg:
+        endpoint = await tg.start(ti.observe.serve_metrics, graph, 0)
+        status, _, body = await get(endpoint.port, "/metrics")
+        tg.cancel_scope.cancel()
+    assert status == 200
+    checked = await anyio.to_thread.run_sync(
+        lambda: subprocess.run([promtool, "check", "metrics"], input=body,
+                               capture_output=True, timeout=60, check=False)
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr

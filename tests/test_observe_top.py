@@ -64,8 +64,13 @@ async def test_snapshot_of_fan_out_with_a_failing_sink() -> None:
     assert snap["version"] == 1 and snap["state"] == "finished"
     summary = report.to_dict()
     for key in ("received", "delivered", "dead_lettered", "filtered", "expanded", "in_flight",
-                "completed", "balanced", "nodes", "edges"):
+                "completed", "balanced", "nodes"):
         assert snap[key] == summary[key], key
+    assert {name: {k: v for k, v in edge.items()
+                   if k not in ("average_waiting_senders", "full_share")}
+            for name, edge in snap["edges"].items()} == summary["edges"]
+    for edge in snap["edges"].values():  # the snapshot adds backpressure as people read it
+        assert 0 <= edge["full_share"] <= 1 and edge["average_waiting_senders"] >= 0
     assert snap["dead_lettered"] == 100 and snap["delivered"] == 900
     assert snap["nodes"]["audit"]["dead_lettered"] == 100
     assert snap["nodes"]["audit"]["events_in"] == 500

@@ -177,3 +177,147 @@ async def test_a_custom_stage_continues_the_trace(spans: InMemorySpanExporter) -
     assert sinks
     for sink in sinks:
         assert path_to_root(sink, by_id)[-1] == "numbers"  # reaches back to the source
+
+
+async def test_merged_batches_link_every_trace_to_the_sink(spans: InMemorySpanExporter) -> None:
+    # the source emits batches of 5; the sink waits to gather 100 events, merging 20 batches
+    sink = ti.sinks.Memory(max_batch=100, max_wait=60.0, name="store")
+    pipeline = ti.Pipeline(ti.sources.from_iterable(range(100), name="numbers"), sink=sink,
+                           max_batch=5)
+    await pipeline.run()
+    finished = spans.get_finished_spans()
+    sources = [s for s in finished if s.name == "numbers"]
+    writes = [s for s in finished if s.name == "store"]
+    assert len(sources) == 20
+    assert len(writes) < len(sources)  # batches did merge
+    reached = set()
+    for write in writes:
+        reached.add(write.context.trace_id)
+        reached.update(link.context.trace_id for link in write.links)
+    assert {s.context.trace_id for s in sources} <= reached
+
+
+def test_concat_keeps_the_first_trace_and_links_the_others() -> None:
+    from trio_ingest._batch import Batch
+
+    token: Any = None
+    parts = [Batch([ti.Event(str(i), i)], [i], [token], trace=f"span{i}") for i in range(3)]
+    parts.append(Batch([ti.Event("x", 0)], [0], [token]))  # untraced
+    merged = Batch.concat(parts)
+    assert merged.trace == "span0"
+    assert merged.links == ("span1", "span2")
+    again = Batch.concat([merged, Batch([ti.Event("y", 0)], [0], [token], trace="span9",
+                                        links=("span1", "span7"))])
+    assert again.links == ("span1", "span2", "span9", "span7")  # each once, in order
+    head, tail = again.split(1)
+    assert head.links == tail.links == again.links
+    assert again.select([0]).links == again.traced("other").links == again.links
+    many = Batch.concat(Batch([ti.Event(str(i), i)], [i], [token], trace=i) for i in range(200))
+    assert len(many.links) == Batch.MAX_LINKS
+
+
+async def test_a_failing_stage_is_an_error_and_its_dead_letters_hang_off_it(
+    spans: InMemorySpanExporter,
+) -> None:
+    def check(p: int) -> int:
+        if p == 7:
+            raise ValueError("seven is not allowed")
+        return p
+
+    logging.getLogger("trio_ingest.runtime").setLevel(logging.ERROR)
+    try:
+        pipeline = ti.Pipeline(
+            ti.sources.from_iterable(range(20), name="src"),
+            ti.map(check, name="check", workers=2),
+            sink=ti.sinks.Memory(name="store"),
+            dead_letter=ti.sinks.Memory(),
+            max_batch=4,
+        )
+        report = await pipeline.run()
+    finally:
+        logging.getLogger("trio_ingest.runtime").setLevel(logging.NOTSET)
+    assert report.dead_lettered == 1
+    finished = spans.get_finished_spans()
+    by_id = index(finished)
+    failing = [s for s in finished
+               if s.name == "check" and s.status.status_code is StatusCode.ERROR]
+    assert failing, "the failing stage shows as an error"
+    exceptions = [e for s in failing for e in s.events if e.name == "exception"]
+    assert [e.attributes["exception.type"] for e in exceptions] == ["ValueError"]
+    assert exceptions[0].attributes["exception.message"] == "seven is not allowed"
+    healthy = [s for s in finished if s.name == "check" and s not in failing]
+    assert all(s.status.status_code is not StatusCode.ERROR for s in healthy)
+    (letter,) = [s for s in finished if s.name == "dead_letter"]
+    assert letter.parent is not None
+    parent = by_id[letter.parent.span_id]
+    assert parent.name == "check"
+    assert parent.status.status_code is StatusCode.ERROR
+    assert parent.attributes["trio_ingest.first_event_id"] == "src:7"
+    assert path_to_root(letter, by_id) == ["dead_letter", "check", "src"]
+
+
+class _Flaky(ti.Sink):
+    """Fails the first ``failures`` writes with a TransientError."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(name="flaky")
+        self.failures = failures
+        self.written: list[Any] = []
+
+    async def write_batch(self, events: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ti.TransientError("server busy")
+        self.written += events
+
+
+async def test_retries_are_span_events(spans: InMemorySpanExporter) -> None:
+    sink = _Flaky(2)
+    sink.retry = ti.RetryPolicy(max_attempts=5, backoff=ti.ConstantBackoff(0.0))
+    logging.getLogger("trio_ingest.runtime").setLevel(logging.ERROR)
+    try:
+        await ti.Pipeline(ti.sources.from_iterable(range(3), name="src"), sink=sink).run()
+    finally:
+        logging.getLogger("trio_ingest.runtime").setLevel(logging.NOTSET)
+    assert len(sink.written) == 3
+    (write,) = [s for s in spans.get_finished_spans() if s.name == "flaky"]
+    retries = [e for e in write.events if e.name == "retry"]
+    assert [e.attributes["trio_ingest.attempt"] for e in retries] == [1, 2]
+    assert all(e.attributes["trio_ingest.retry_delay"] == 0.0 for e in retries)
+    assert retries[0].attributes["exception.type"] == "TransientError"
+    assert write.status.status_code is not StatusCode.ERROR
+
+
+async def test_spans_carry_the_searchable_attributes(
+    spans: InMemorySpanExporter, tmp_path: Any
+) -> None:
+    events = [ti.Event(f"order-{i}", {"n": i}) for i in range(6)]
+    sink = ti.sinks.SQLite(tmp_path / "t.db", "orders", name="db")
+    await ti.Pipeline(ti.sources.from_iterable(events, name="src"),
+                      ti.map(lambda p: p, name="same"), sink=sink, max_batch=6).run()
+    finished = spans.get_finished_spans()
+    (write,) = [s for s in finished if s.name == "db"]
+    assert write.attributes["db.system"] == "sqlite"
+    assert write.attributes["db.collection.name"] == "orders"
+    assert write.attributes["trio_ingest.kind"] == "sink"
+    assert write.attributes["trio_ingest.events"] == 6
+    assert write.attributes["trio_ingest.first_event_id"] == "order-0"
+    assert write.attributes["trio_ingest.last_event_id"] == "order-5"
+    (stage,) = [s for s in finished if s.name == "same"]
+    assert stage.attributes["trio_ingest.kind"] == "map"
+    long_id = "x" * 1000
+    from trio_ingest.observe._tracing import MAX_ID_LENGTH
+
+    await ti.Pipeline(ti.sources.from_iterable([ti.Event(long_id, 1)], name="long"),
+                      sink=ti.sinks.Memory()).run()
+    (source,) = [s for s in spans.get_finished_spans() if s.name == "long"]
+    assert source.attributes["trio_ingest.first_event_id"] == long_id[:MAX_ID_LENGTH]
+
+
+def test_built_in_sinks_declare_semantic_convention_attributes() -> None:
+    postgres = ti.sinks.Postgres("postgresql://127.0.0.1/test", "public.orders")
+    assert postgres.span_attributes == {"db.system": "postgresql",
+                                        "db.collection.name": "public.orders"}
+    redis = ti.sinks.RedisStreams("events")
+    assert redis.span_attributes == {"messaging.system": "redis",
+                                     "messaging.destination.name": "events"}

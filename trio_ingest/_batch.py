@@ -24,18 +24,29 @@ class Batch:
     ``map`` only builds a new ``payloads`` list: no per-event objects on the hot
     path. Lists are never mutated in place, so broadcast branches share them.
     ``trace`` is the OpenTelemetry span of the node that last handled the batch
-    (None unless tracing is on); batches cut from this one keep it.
+    (None unless tracing is on); batches cut from this one keep it. ``links``
+    are the spans of the other batches merged into this one (``concat``): their
+    events' traces continue through span links (at most :attr:`MAX_LINKS`).
     """
 
-    __slots__ = ("events", "payloads", "tokens", "trace")
+    __slots__ = ("events", "links", "payloads", "tokens", "trace")
+
+    #: Most span links a merged batch keeps (OpenTelemetry's SDK keeps 128 per span).
+    MAX_LINKS = 64
 
     def __init__(
-        self, events: list[Event], payloads: list[Any], tokens: list[AckToken], trace: Any = None
+        self,
+        events: list[Event],
+        payloads: list[Any],
+        tokens: list[AckToken],
+        trace: Any = None,
+        links: tuple[Any, ...] = (),
     ) -> None:
         self.events = events
         self.payloads = payloads
         self.tokens = tokens
         self.trace = trace
+        self.links = links
 
     @classmethod
     def of(cls, events: list[Event], token: AckToken) -> Batch:
@@ -50,32 +61,43 @@ class Batch:
 
     def split(self, n: int) -> tuple[Batch, Batch]:
         """Return the first ``n`` events and the rest, as two batches."""
-        e, p, t, s = self.events, self.payloads, self.tokens, self.trace
-        return Batch(e[:n], p[:n], t[:n], s), Batch(e[n:], p[n:], t[n:], s)
+        e, p, t, s, k = self.events, self.payloads, self.tokens, self.trace, self.links
+        return Batch(e[:n], p[:n], t[:n], s, k), Batch(e[n:], p[n:], t[n:], s, k)
 
     @classmethod
     def concat(cls, batches: Iterable[Batch]) -> Batch:
-        """One batch of all of ``batches``' events; it continues the first one's trace."""
+        """One batch of all of ``batches``' events.
+
+        It continues the first traced batch's trace and links the others' spans
+        (and their links), so every event's trace reaches the nodes after the merge.
+        """
         events: list[Event] = []
         payloads: list[Any] = []
         tokens: list[AckToken] = []
         trace = None
+        links: list[Any] = []
         for b in batches:
             events += b.events
             payloads += b.payloads
             tokens += b.tokens
-            if trace is None:
-                trace = b.trace
-        return cls(events, payloads, tokens, trace)
+            if b.trace is not None:
+                if trace is None:
+                    trace = b.trace
+                elif b.trace is not trace and b.trace not in links:
+                    links.append(b.trace)
+            links.extend(span for span in b.links if span is not trace and span not in links)
+        return cls(events, payloads, tokens, trace, tuple(links[: cls.MAX_LINKS]))
 
     def select(self, keep: list[int]) -> Batch:
         """The events at the indices ``keep``, in that order."""
         e, p, t = self.events, self.payloads, self.tokens
-        return Batch([e[i] for i in keep], [p[i] for i in keep], [t[i] for i in keep], self.trace)
+        return Batch(
+            [e[i] for i in keep], [p[i] for i in keep], [t[i] for i in keep], self.trace, self.links
+        )
 
     def traced(self, span: Any) -> Batch:
         """The same events as a new batch whose trace is ``span`` (this one may be shared)."""
-        return Batch(self.events, self.payloads, self.tokens, span)
+        return Batch(self.events, self.payloads, self.tokens, span, self.links)
 
     def event(self, i: int) -> Event:
         """The ``i``-th event with its current payload."""

@@ -423,7 +423,7 @@ def put_all(edges: Sequence[Edge], batch: Batch, n: int) -> None:
 
 def _slice(batch: Batch, start: int, stop: int) -> Batch:
     e, p, t = batch.events, batch.payloads, batch.tokens
-    return Batch(e[start:stop], p[start:stop], t[start:stop], batch.trace)
+    return Batch(e[start:stop], p[start:stop], t[start:stop], batch.trace, batch.links)
 
 
 class EdgeSender:

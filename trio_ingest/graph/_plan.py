@@ -142,7 +142,13 @@ def compile_plan(graph: Graph, *, serving: bool) -> Plan:
     by_node: dict[str, TaskNode] = {}
     tasks: list[TaskNode] = []
     keyed_upstream: dict[str, bool] = {}
-    for node in _topological(graph):
+    order = _topological(graph)
+    # a serving pipeline's handle feeds the first source's consumers; when that source is
+    # a placeholder (it never produces), their edges are named after the handle
+    fed = next((n for n in order if n.role == "source"), None) if serving else None
+    if fed is not None and not getattr(fed.obj, "placeholder", False):
+        fed = None
+    for node in order:
         keyed_upstream[node.name] = bool(getattr(node.obj, "sets_key", False)) or any(
             keyed_upstream[up] for up, _ in node.inputs
         )
@@ -166,8 +172,11 @@ def compile_plan(graph: Graph, *, serving: bool) -> Plan:
         elif node.role == "sink":
             task.workers = obj.workers
         if node.role != "source":
-            ups = sorted({by_node[up].last.name for up, _ in node.inputs})
-            task.inbox = Edge(f"{'+'.join(ups)}->{node.name}", graph.capacity)
+            ups = {by_node[up].last.name for up, _ in node.inputs}
+            if fed is not None and (fed.name, None) in node.inputs:
+                ups.discard(fed.name)
+                ups.add("handle")
+            task.inbox = Edge(f"{'+'.join(sorted(ups))}->{node.name}", graph.capacity)
         by_node[node.name] = task
         tasks.append(task)
     for task in tasks:

@@ -9,6 +9,7 @@ work per event. prometheus_client (``metrics`` extra) and OpenTelemetry
 from .._edge import EdgeStatistics as EdgeStatistics
 from ..runtime._stats import LatencyStatistics as LatencyStatistics
 from ..runtime._stats import NodeStatistics as NodeStatistics
+from ._logging import RUNTIME_RATE_LIMIT as RUNTIME_RATE_LIMIT
 from ._logging import JsonFormatter as JsonFormatter
 from ._logging import RateLimitFilter as RateLimitFilter
 from ._logging import TextFormatter as TextFormatter
@@ -21,6 +22,7 @@ from ._tracing import disable_tracing as disable_tracing
 from ._tracing import enable_tracing as enable_tracing
 
 __all__ = (
+    "RUNTIME_RATE_LIMIT",
     "EdgeStatistics",
     "JsonFormatter",
     "LatencyStatistics",

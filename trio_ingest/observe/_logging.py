@@ -3,8 +3,19 @@
 The runtime logs retries and dead letters with structured fields (``extra=``:
 ``node``, ``event_id``, ``attempt``, ``error``, ``error_type``); the JSON
 formatter puts them at the top level of each line. A :class:`RateLimitFilter`
-sits on the runtime's logger from the start, so a sink failing on every event
-writes a few lines and a count, not a million lines.
+(:data:`RUNTIME_RATE_LIMIT`) sits on the runtime's logger from the start, so a
+sink failing on every event writes a few lines and a count, not a million lines;
+``configure_logging(rate_limit=None)`` takes it off.
+
+Two pitfalls when an application configures logging itself:
+
+* ``logging.config.dictConfig`` disables every logger that exists already unless
+  the config says ``"disable_existing_loggers": False``; trio_ingest's loggers
+  exist from import, so they go silent.
+* structlog's ``ProcessorFormatter`` drops ``extra=`` fields unless its
+  ``foreign_pre_chain`` has ``structlog.stdlib.ExtraAdder()``.
+
+The README shows both configurations; ``tests/test_observe_logging.py`` runs them.
 """
 
 from __future__ import annotations
@@ -82,28 +93,35 @@ def configure_logging(
     stream: IO[str] | None = None,
     logger: str = "trio_ingest",
     rate_limit: tuple[int, float] | None = (10, 60.0),
-) -> logging.Handler:
-    """Send trio_ingest's logs to ``stream`` as text (for people) or JSON lines.
+    propagate: bool = True,
+) -> logging.Handler | None:
+    """Set trio_ingest's log level and rate limit, and give its lines a handler if needed.
 
-    Replaces the handler an earlier call installed (calling it twice does not
-    double the lines) and stops propagation to the root logger, so the lines
-    are not printed twice by an application's own handler; pass ``logger=""``
-    to configure the root logger instead (the CLI may).
+    By default trio_ingest's records propagate into the application's logging, so
+    they come out through its handlers, in its format. A handler of our own (text
+    for people, JSON lines for machines) is added only where nothing else would
+    print the lines: when ``stream`` is given, when the root logger has no
+    handler yet (as ``logging.basicConfig`` decides), when ``propagate=False``,
+    or on the root logger itself (``logger=""``: what the CLI does, as it owns
+    the process). Calling it again replaces the handler an earlier call added.
 
     Args:
-        format: ``"text"`` or ``"json"``.
-        level: A level name or number.
-        stream: Where to write; standard error by default.
-        logger: Name of the logger to configure.
+        format: ``"text"`` or ``"json"``: the handler's format, if one is added.
+        level: A level name or number, set on ``logger``.
+        stream: Write our own lines there (standard error otherwise).
+        logger: Name of the logger to configure (``""``: the root logger).
         rate_limit: ``(burst, interval)`` for the runtime's retry and
-            dead-letter messages (see :class:`RateLimitFilter`), or None to
-            let every message through.
+            dead-letter messages (see :class:`RateLimitFilter`), or None for
+            no rate limit: the filter comes off the runtime's logger (after
+            emitting the summaries it holds back) and nothing else changes.
+        propagate: Whether ``logger``'s records also reach its parents'
+            handlers (the application's). False: only our handler prints them.
 
     Returns:
-        The handler installed.
+        The handler added, or None when the lines go to the application's handlers.
 
     Raises:
-        ConfigError: An unknown format or level.
+        ConfigError: An unknown format or level, or a bad rate limit.
     """
     if format not in ("text", "json"):
         raise ConfigError(f"'format' must be 'text' or 'json': {format!r}")
@@ -114,24 +132,29 @@ def configure_logging(
         level = resolved
     elif not isinstance(level, int) or isinstance(level, bool):
         raise ConfigError(f"'level' must be a logging level name or number: {level!r}")
+    if rate_limit is not None:
+        burst, interval = rate_limit
+        RUNTIME_RATE_LIMIT.configure(burst, interval)  # validates before anything changes
     target = logging.getLogger(logger)
     for old in list(target.handlers):
         if getattr(old, _HANDLER_MARK, False):
             target.removeHandler(old)
             old.close()
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter() if format == "json" else TextFormatter())
-    setattr(handler, _HANDLER_MARK, True)
-    target.addHandler(handler)
+    root_handled = any(not getattr(h, _HANDLER_MARK, False) for h in logging.getLogger().handlers)
+    handler: logging.Handler | None = None
+    if stream is not None or not logger or not propagate or not root_handled:
+        handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+        handler.setFormatter(JsonFormatter() if format == "json" else TextFormatter())
+        setattr(handler, _HANDLER_MARK, True)
+        target.addHandler(handler)
     target.setLevel(level)
     if logger:
-        target.propagate = False
+        target.propagate = propagate
     runtime = logging.getLogger("trio_ingest.runtime")
     if rate_limit is None:
-        runtime.removeFilter(RUNTIME_RATE_LIMIT)
-    else:
-        burst, interval = rate_limit
-        RUNTIME_RATE_LIMIT.configure(burst, interval)
-        if RUNTIME_RATE_LIMIT not in runtime.filters:
-            runtime.addFilter(RUNTIME_RATE_LIMIT)
+        if RUNTIME_RATE_LIMIT in runtime.filters:
+            RUNTIME_RATE_LIMIT.flush()  # what it held back is counted, not lost
+            runtime.removeFilter(RUNTIME_RATE_LIMIT)
+    elif RUNTIME_RATE_LIMIT not in runtime.filters:
+        runtime.addFilter(RUNTIME_RATE_LIMIT)
     return handler

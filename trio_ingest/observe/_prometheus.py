@@ -27,11 +27,11 @@ MISSING_MESSAGE = (
     "pip install 'trio-ingest[metrics]'"
 )
 
-# The runtime's histograms have 10 log buckets per decade; Prometheus gets 3 per
-# decade (bounds 1, ~2, ~5 x 10^k). Each is one of the fixed bounds, so the
-# cumulative counts are exact; labels are the bounds rounded to 4 digits.
+# The runtime's histograms have 10 round log buckets per decade; Prometheus gets 3 per
+# decade (bounds 1, 2, 5 x 10^k). Each is one of the fixed bounds, so the cumulative
+# counts are exact.
 _EXPORTED = tuple(i for i in range(len(BUCKETS)) if i % 10 in (0, 3, 7))
-_LE_LABELS = tuple(float(f"{BUCKETS[i]:.4g}") for i in _EXPORTED)
+_LE_LABELS = tuple(BUCKETS[i] for i in _EXPORTED)
 
 #: ``trio_ingest_events_total`` outcomes and the NodeStatistics field behind each.
 OUTCOMES = (
@@ -179,7 +179,14 @@ class PrometheusCollector:
                                       labels=["edge"])
         blocked = CounterMetricFamily(
             "trio_ingest_edge_backpressure_seconds",
-            "Seconds senders spent waiting for room in the edge (summed over senders).",
+            "Seconds senders spent waiting for room in the edge, summed over senders: "
+            "its rate is the average number of waiting senders.",
+            labels=["edge"], unit="seconds",
+        )
+        full = CounterMetricFamily(
+            "trio_ingest_edge_full_seconds",
+            "Seconds during which the edge was full (a sender waited): its rate is the "
+            "share of time the edge was full, 0 to 1.",
             labels=["edge"], unit="seconds",
         )
         waiting = GaugeMetricFamily("trio_ingest_edge_waiting_senders",
@@ -190,8 +197,9 @@ class PrometheusCollector:
             peak.add_metric([name], edge.peak_depth)
             through.add_metric([name], edge.events_through)
             blocked.add_metric([name], edge.blocked_seconds)
+            full.add_metric([name], edge.full_seconds)
             waiting.add_metric([name], edge.waiting_senders)
-        yield from (depth, capacity, peak, through, blocked, waiting)
+        yield from (depth, capacity, peak, through, blocked, full, waiting)
 
         committed = GaugeMetricFamily(
             "trio_ingest_source_committed_offset",
@@ -234,16 +242,30 @@ def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
     ]
 
 
-def exposition(view: Any, accept: str = "") -> tuple[bytes, str]:
+def exposition(view: Any, accept: str = "", *, process: bool = True) -> tuple[bytes, str]:
     """Render ``view``'s metrics for a scrape with this ``Accept`` header: (body, content type).
+
+    With ``process`` (the default), the standard process, platform and GC
+    collectors of prometheus_client come too (``process_resident_memory_bytes``,
+    ``process_cpu_seconds_total``, ``process_open_fds``, ``python_info``,
+    ``python_gc_*``), as any Prometheus client library exports them.
 
     Raises:
         ImportError: prometheus_client is not installed.
     """
-    from prometheus_client import CollectorRegistry
+    from prometheus_client import (
+        CollectorRegistry,
+        GCCollector,
+        PlatformCollector,
+        ProcessCollector,
+    )
     from prometheus_client.exposition import choose_encoder
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PrometheusCollector(view))
+    if process:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
     encoder, content_type = choose_encoder(accept)
     return encoder(registry), content_type

@@ -7,10 +7,12 @@ and reads the live counters without locks.
 
 from __future__ import annotations
 
+import gzip
 import importlib.resources
 import json
 import logging
-from typing import TYPE_CHECKING
+from collections import deque
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -19,7 +21,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .._errors import ConfigError
 from ._prometheus import MISSING_MESSAGE, exposition
-from ._snapshot import PipelineView, snapshot
+from ._snapshot import PipelineView, history_sample, snapshot
 
 if TYPE_CHECKING:
     from .._pipeline import Graph
@@ -30,9 +32,12 @@ __all__ = ("MetricsEndpoint", "serve_metrics")
 log = logging.getLogger("trio_ingest.observe")
 
 MAX_HEAD = 16 * 1024  # request line plus headers
-MAX_CONNECTIONS = 64
+MAX_CONNECTIONS = 64  # at the limit, a new connection closes the longest-idle one
 FIRST_REQUEST_TIMEOUT = 10.0
 KEEP_ALIVE_TIMEOUT = 15.0
+GZIP_MIN_BYTES = 1024  # smaller bodies are not worth compressing
+HISTORY_SECONDS = 300  # the dashboard's charts: the last five minutes, one sample a second
+HISTORY_INTERVAL = 1.0
 
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -72,10 +77,16 @@ async def serve_metrics(
 ) -> None:
     """Serve ``pipeline``'s metrics over HTTP until cancelled; ``nursery.start`` it.
 
-    Routes: ``/metrics`` (Prometheus text or OpenMetrics, by ``Accept``),
-    ``/api/snapshot`` (JSON: the live ``RunReport.to_dict()`` plus the graph's
-    nodes and links), and ``/`` (the live dashboard). Runs on the caller's
-    event loop and reads the counters only when asked: no cost per event.
+    Routes: ``/metrics`` (Prometheus text or OpenMetrics, by ``Accept``, with
+    the standard process, platform and GC metrics), ``/api/snapshot`` (JSON:
+    the live ``RunReport.to_dict()`` plus the graph's nodes and links),
+    ``/api/history`` (JSON: the totals sampled every second over the last five
+    minutes, so a dashboard opened during an incident shows what led to it) and
+    ``/`` (the live dashboard). Answers gzip when the client accepts it. Runs on
+    the caller's event loop and reads the counters only when asked (and once a
+    second for the history): no cost per event. Idle keep-alive connections
+    are bounded: at :data:`MAX_CONNECTIONS`, a new one closes the longest-idle
+    one instead of being refused.
     Without ``prometheus_client`` (the ``metrics`` extra) ``/metrics``
     answers 501 and the rest works::
 
@@ -111,7 +122,9 @@ async def serve_metrics(
         endpoint = MetricsEndpoint(host, bound)
         log.info("metrics on %smetrics, dashboard on %s", endpoint.url, endpoint.url)
         task_status.started(endpoint)
-        await listener.serve(server.handle)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.sample_history)
+            await listener.serve(server.handle)
 
 
 class _BadRequest(Exception):
@@ -142,19 +155,36 @@ class _Response:
     content_type: str = "text/plain; charset=utf-8"
     cache: str = "no-store"
 
-    def encode(self, *, head_only: bool, keep_alive: bool) -> bytes:
+    def encode(self, *, head_only: bool, keep_alive: bool, gzipped: bool = False) -> bytes:
+        body = self.body
+        zipped = gzipped and len(body) >= GZIP_MIN_BYTES
+        if zipped:
+            body = gzip.compress(body, compresslevel=6, mtime=0)
         lines = [
             f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Unknown')}",
             f"Content-Type: {self.content_type}",
-            f"Content-Length: {len(self.body)}",
+            f"Content-Length: {len(body)}",
             f"Cache-Control: {self.cache}",
             "X-Content-Type-Options: nosniff",
             f"Connection: {'keep-alive' if keep_alive else 'close'}",
+            "Vary: Accept-Encoding",
         ]
+        if zipped:
+            lines.append("Content-Encoding: gzip")
         if self.status == 405:
             lines.append("Allow: GET, HEAD")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        return head if head_only else head + self.body
+        return head if head_only else head + body
+
+
+def _accepts_gzip(headers: dict[str, str]) -> bool:
+    """Whether ``Accept-Encoding`` allows gzip (``gzip;q=0`` refuses it)."""
+    for item in headers.get("accept-encoding", "").split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            q = params.strip().lower()
+            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
+    return False
 
 
 def _text(status: int, message: str) -> _Response:
@@ -185,40 +215,74 @@ def _parse(head: bytes) -> _Request:
     return _Request(method, path, version, headers)
 
 
+class _Connection:
+    """One open connection; ``idle`` holds the scope of its wait for a request."""
+
+    __slots__ = ("idle",)
+
+    def __init__(self) -> None:
+        self.idle: anyio.CancelScope | None = None
+
+
 class _Server:
     """Answers requests about one pipeline; one task per connection, a few at most."""
 
     def __init__(self, view: PipelineView) -> None:
         self.view = view
         self.static = _load_static()
-        self.connections = 0
+        self.open: dict[_Connection, None] = {}  # in the order they went idle (oldest first)
+        self.history: deque[dict[str, Any]] = deque(
+            maxlen=int(HISTORY_SECONDS / HISTORY_INTERVAL) + 1
+        )
+
+    @property
+    def connections(self) -> int:
+        return len(self.open)
+
+    def _make_room(self) -> bool:
+        """Close the longest-idle connection if at the limit; False if all are busy."""
+        if len(self.open) < MAX_CONNECTIONS:
+            return True
+        for conn in self.open:
+            if conn.idle is not None:
+                conn.idle.cancel()  # its wait ends at once and it closes
+                del self.open[conn]
+                return True
+        return False
 
     async def handle(self, stream: anyio.abc.ByteStream) -> None:
         async with stream:
-            if self.connections >= MAX_CONNECTIONS:
-                await _send_quietly(stream, _text(503, "too many connections").encode(
+            if not self._make_room():
+                await _send_quietly(stream, _text(503, "too many busy connections").encode(
                     head_only=False, keep_alive=False))
                 return
-            self.connections += 1
+            conn = _Connection()
+            self.open[conn] = None
             try:
-                await self._converse(stream)
+                await self._converse(stream, conn)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream,
                     anyio.IncompleteRead, OSError):
                 pass  # the client went away: nothing to answer
             finally:
-                self.connections -= 1
+                self.open.pop(conn, None)
 
-    async def _converse(self, stream: anyio.abc.ByteStream) -> None:
+    async def _converse(self, stream: anyio.abc.ByteStream, conn: _Connection) -> None:
         buffered = BufferedByteReceiveStream(stream)
         timeout = FIRST_REQUEST_TIMEOUT
         while True:
             head = None
             too_large = False
-            with anyio.move_on_after(timeout):
+            with anyio.move_on_after(timeout) as waiting:
+                conn.idle = waiting
+                if conn in self.open:  # idle from now: last in the eviction order
+                    del self.open[conn]
+                    self.open[conn] = None
                 try:
                     head = await buffered.receive_until(b"\r\n\r\n", MAX_HEAD)
                 except anyio.DelimiterNotFound:
                     too_large = True
+                finally:
+                    conn.idle = None
             # a head that arrived whole in one read is found before the size check
             if too_large or (head is not None and len(head) > MAX_HEAD):
                 await stream.send(_text(431, "request head too large").encode(
@@ -236,7 +300,8 @@ class _Server:
             response = self.respond(request)
             keep_alive = request.keep_alive
             await stream.send(response.encode(head_only=request.method == "HEAD",
-                                              keep_alive=keep_alive))
+                                              keep_alive=keep_alive,
+                                              gzipped=_accepts_gzip(request.headers)))
             if not keep_alive:
                 return
             timeout = KEEP_ALIVE_TIMEOUT
@@ -251,6 +316,9 @@ class _Server:
             if path == "/api/snapshot":
                 body = json.dumps(snapshot(self.view), separators=(",", ":"), default=repr)
                 return _Response(200, body.encode(), "application/json")
+            if path == "/api/history":
+                body = json.dumps(list(self.history), separators=(",", ":"), default=repr)
+                return _Response(200, body.encode(), "application/json")
             static = self.static.get("/index.html" if path == "/" else path)
             if static is not None:
                 return static
@@ -258,6 +326,20 @@ class _Server:
             log.exception("the metrics server failed to answer %s", path)
             return _text(500, "internal error (see the pipeline's log)")
         return _text(404, f"not found: {path}; try /, /metrics or /api/snapshot")
+
+    async def sample_history(self) -> None:
+        """Keep the last minutes of totals for the dashboard (one sample a second)."""
+        while True:
+            try:
+                sample = history_sample(self.view)
+            except Exception:  # a failed sample must not stop the server; the next may work
+                log.warning("the dashboard's history sample failed", exc_info=True)
+                sample = None
+            if sample is not None:
+                if self.history and sample["elapsed"] < self.history[-1]["elapsed"]:
+                    self.history.clear()  # a new run of the same graph
+                self.history.append(sample)
+            await anyio.sleep(HISTORY_INTERVAL)
 
     def _metrics(self, accept: str) -> _Response:
         try:

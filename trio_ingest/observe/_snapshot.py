@@ -10,6 +10,8 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from .._errors import ConfigError
 from ..runtime._stats import Histogram
 
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     from ..runtime._report import RunReport
     from ..runtime._runtime import Runtime
 
-__all__ = ("PipelineView", "snapshot")
+__all__ = ("PipelineView", "history_sample", "snapshot")
 
 #: Version of the JSON layout served at ``/api/snapshot``.
 SNAPSHOT_VERSION = 1
@@ -69,8 +71,19 @@ class PipelineView:
             return "idle"
         return "finished" if rt.finished else "running"
 
+    @property
+    def hidden(self) -> frozenset[str]:
+        """Placeholder sources of a serving pipeline (fed by its handle): not shown."""
+        rt = self.runtime
+        if rt is None or rt.handle is None:
+            return frozenset()
+        return frozenset(
+            name for name, node in self._graph.nodes.items()
+            if node.role == "source" and getattr(node.obj, "placeholder", False)
+        )
+
     def report(self) -> RunReport | None:
-        """The live report (None before the first run).
+        """The live report (None before the first run), without placeholder sources.
 
         Read from another thread (a collector in prometheus_client's own HTTP
         server), a collection may change size under the read: it is retried.
@@ -80,10 +93,18 @@ class PipelineView:
             return None
         for _ in range(2):
             try:
-                return rt.report()
+                report = rt.report()
+                break
             except RuntimeError:  # "deque mutated during iteration": the loop moved on
                 continue
-        return rt.report()
+        else:
+            report = rt.report()
+        hidden = self.hidden
+        if hidden:
+            report = attrs.evolve(
+                report, nodes={k: v for k, v in report.nodes.items() if k not in hidden}
+            )
+        return report
 
     def histograms(self) -> tuple[dict[str, Histogram], Histogram | None]:
         """Per-node batch latency histograms, and the end-to-end one (live objects)."""
@@ -104,14 +125,17 @@ class PipelineView:
         """
         rt = self.runtime
         out: dict[str, dict[str, Any]] = {}
+        hidden = self.hidden
         for name, node in self._graph.nodes.items():
-            if node.role == "source":
+            if node.role == "source" and name not in hidden:
                 out[name] = {"committed": None, "open_reads": 0, "lag": _lag(node.obj)}
                 parts = _partition_lag(node.obj)
                 if parts is not None:  # a partitioned source (Kafka): lag per partition
                     out[name]["partition_lag"] = parts
         if rt is not None:
             for name, tracker in rt.ledger.trackers.items():
+                if name in hidden:
+                    continue
                 entry = out.setdefault(name, {"committed": None, "open_reads": 0, "lag": None})
                 entry["committed"] = _jsonable(tracker.committed)
                 entry["open_reads"] = tracker.open_reads
@@ -135,14 +159,19 @@ class PipelineView:
 
         nodes: list[dict[str, Any]] = []
         links: list[dict[str, Any]] = []
+        hidden = self.hidden
         for name, node in graph.nodes.items():
+            if name in hidden:
+                continue
             edge, fused_into = inbox_of(name)
             nodes.append(
                 {"name": name, "role": node.role, "kind": node.kind, "edge": edge,
                  "fused_into": fused_into}
             )
-            for up, port in node.inputs:
-                links.append({"from": up, "to": name, "port": port, "edge": edge})
+            links.extend(
+                {"from": up, "to": name, "port": port, "edge": edge}
+                for up, port in node.inputs if up not in hidden
+            )
         if "handle" in report_nodes and "handle" not in graph.nodes:
             # a serving pipeline's handle feeds the consumers of the first source
             nodes.insert(0, {"name": "handle", "role": "source", "kind": "source", "edge": None,
@@ -183,12 +212,48 @@ def snapshot(pipeline: Graph | PipelineHandle | PipelineView) -> dict[str, Any]:
                 "blocked_seconds": 0.0, "latency_p50": 0.0, "latency_p99": 0.0,
                 "nodes": {}, "edges": {}, "committed": {},
                 "latency": _zero_latency()}
+    elapsed = data["elapsed"]
+    for edge in data["edges"].values():
+        # backpressure as people read it: the average number of senders waiting, and the
+        # share of the run's time the edge was full (blocked_seconds is summed over senders)
+        edge["average_waiting_senders"] = edge["blocked_seconds"] / elapsed if elapsed > 0 else 0.0
+        edge["full_share"] = min(edge["full_seconds"] / elapsed, 1.0) if elapsed > 0 else 0.0
     data["version"] = SNAPSHOT_VERSION
     data["time"] = time.time()
     data["state"] = view.state
     data["graph"] = view.topology()
     data["sources"] = view.sources()
     finite: dict[str, Any] = _finite(data)
+    return finite
+
+
+def history_sample(pipeline: PipelineView) -> dict[str, Any] | None:
+    """One point of the server's history ring buffer (None before the first run).
+
+    The running totals the dashboard's charts are drawn from (it takes rates
+    between consecutive points): ``time``, ``elapsed``, ``received``,
+    ``delivered``, ``dead_lettered``, ``filtered``, ``latency`` (end-to-end
+    ``count``, ``sum``, ``p99``) and per edge ``blocked_seconds`` and
+    ``full_seconds``.
+    """
+    report = pipeline.report()
+    if report is None:
+        return None
+    latency = report.latency
+    sample = {
+        "time": time.time(),
+        "elapsed": report.elapsed,
+        "received": report.received,
+        "delivered": report.delivered,
+        "dead_lettered": report.dead_lettered,
+        "filtered": report.filtered,
+        "latency": {"count": latency.count, "sum": latency.sum, "p99": latency.p99},
+        "edges": {
+            name: {"blocked_seconds": edge.blocked_seconds, "full_seconds": edge.full_seconds}
+            for name, edge in report.edges.items()
+        },
+    }
+    finite: dict[str, Any] = _finite(sample)
     return finite
 
 

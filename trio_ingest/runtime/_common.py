@@ -27,11 +27,14 @@ async def call_with_retry(
     *,
     first_error: Exception | None = None,
     breaker: BreakerState | None = None,
+    retries: list[tuple[int, float, BaseException]] | None = None,
 ) -> Any:
     """Call ``call()`` until it succeeds or ``policy`` gives up.
 
     ``first_error`` is the failure of an attempt already made. Sleeps with the
-    event loop's clock. The one retry loop of trio_ingest.
+    event loop's clock. The one retry loop of trio_ingest. Each retry is
+    appended to ``retries`` (when given) as (attempt, delay, error): tracing
+    records them as span events.
 
     Raises:
         GiveUp: With the attempt count and the last error.
@@ -50,6 +53,8 @@ async def call_with_retry(
             ):
                 raise GiveUp(attempts, error)
             stats.retries += 1
+            if retries is not None:
+                retries.append((attempts, delay, error))
             log.warning(
                 "%s: attempt %d failed (%s: %s); retrying in %.3fs",
                 stats.name,

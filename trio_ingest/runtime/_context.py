@@ -71,6 +71,10 @@ class WorkerContext:
         self.max_batch = rt.max_batch
         self.clock: Callable[[], float] = rt.loop.clock
         self.tracer = rt.tracer
+        # retries since the last span (tracing only): the next span of this worker records them
+        self.retry_log: list[tuple[int, float, BaseException]] | None = (
+            [] if rt.tracer is not None else None
+        )
         self._edges = {port: [s.edge for s in senders] for port, senders in worker.outputs.items()}
         self._turns = turns
         self._seq: int | None = None  # the input batch being handled (ordered stages)
@@ -172,4 +176,6 @@ class WorkerContext:
         stats: StatsLike,
         first_error: Exception | None = None,
     ) -> Any:
-        return await call_with_retry(policy, call, stats, first_error=first_error)
+        return await call_with_retry(
+            policy, call, stats, first_error=first_error, retries=self.retry_log
+        )

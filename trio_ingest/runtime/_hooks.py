@@ -7,13 +7,23 @@ only cost is one ``if tracer is not None`` per node and batch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-__all__ = ("Tracer", "active_tracer", "install_tracer")
+__all__ = ("RetryRecord", "Tracer", "active_tracer", "install_tracer")
+
+#: One retry of a call: (the attempt that failed, the delay before the next, its error).
+RetryRecord = tuple[int, float, BaseException]
 
 
 class Tracer(Protocol):
-    """What the runtime calls: one finished span per node and batch."""
+    """What the runtime calls: one finished span per node and batch.
+
+    ``batch`` (keyword) is the batch the node handled: the tracer reads its span
+    links (``Batch.links``) and its first and last event ids. ``retries`` are
+    the retries made while handling it; ``attributes`` extra span attributes
+    (a sink's ``span_attributes``: semantic conventions).
+    """
 
     def span(
         self,
@@ -25,6 +35,10 @@ class Tracer(Protocol):
         seconds: float,
         outcome: str = "ok",
         error: BaseException | None = None,
+        *,
+        batch: Any = None,
+        retries: Sequence[RetryRecord] = (),
+        attributes: Mapping[str, Any] | None = None,
     ) -> Any: ...
 
 

@@ -98,7 +98,7 @@ class Intake:
         """``batch`` with the intake's span as its trace (when tracing is on)."""
         if self.tracer is not None:
             n = len(batch)
-            batch.trace = self.tracer.span(self.stats.name, "source", None, n, n, 0.0)
+            batch.trace = self.tracer.span(self.stats.name, "source", None, n, n, 0.0, batch=batch)
         return batch
 
     async def admit(

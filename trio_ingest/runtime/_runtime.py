@@ -267,8 +267,15 @@ class Runtime:
         ]
         if passed is None:
             passed = len(batch) - len(indices)
+        trace = batch.trace
+        if self.tracer is not None and stats.kind not in ("sink", "dead_letter"):
+            # the failure's own span (ERROR, with the exception): the dead-letter write is its
+            # child (a sink records its failure span itself before it gets here)
+            trace = self.tracer.span(stats.name, stats.kind, trace, len(indices), 0, 0.0,
+                                     "dead_letter", errors[0][0], batch=batch.select(list(indices)))
         await self._send_letters(
-            worker.dead, stats, letters, [batch.tokens[i] for i in indices], batch.trace, passed
+            worker.dead, stats, letters, [batch.tokens[i] for i in indices], trace, passed,
+            batch.links,
         )
 
     async def dead_letter_records(
@@ -297,6 +304,7 @@ class Runtime:
         tokens: list[AckToken],
         trace: Any,
         passed: int,
+        links: tuple[Any, ...] = (),
     ) -> None:
         """Log each letter, count them, and send them on with their acks to the dead-letter sink.
 
@@ -323,7 +331,7 @@ class Runtime:
             Event(id=lt.event.id, payload=lt, key=lt.event.key, event_time=lt.event.event_time)
             for lt in letters
         ]
-        await dead.send(Batch(events, list(letters), tokens, trace))
+        await dead.send(Batch(events, list(letters), tokens, trace, links))
 
     # -- reporting ----------------------------------------------------------------
     def report(self) -> RunReport:

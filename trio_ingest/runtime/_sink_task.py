@@ -13,6 +13,7 @@ import errno
 import math
 import os
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
@@ -26,6 +27,7 @@ from .._retry import BreakerState
 from ..sinks._base import Sink
 from ..stages._context import GiveUp
 from ._common import Worker, call_with_retry, hosted, note
+from ._hooks import RetryRecord
 
 if TYPE_CHECKING:
     from ..graph._plan import TaskNode
@@ -116,6 +118,8 @@ class SinkRunner:
             BreakerState(sink.breaker, anyio.current_time) if sink.breaker is not None else None
         )
         self.wants_events = sink.write_events_needed()
+        # semantic-convention span attributes a connector declares (db.system, ...)
+        self.span_attributes: dict[str, Any] | None = getattr(sink, "span_attributes", None)
         self._unflushed: list[AckToken] = []
         self._unflushed_count = 0
         self._unflushed_since = math.inf
@@ -205,6 +209,7 @@ class SinkRunner:
         started = clock()
         items = EventBatch(batch) if self.wants_events else batch.payloads
         write = self.sink.write_batch
+        retries: list[RetryRecord] | None = [] if self.rt.tracer is not None else None
         try:
             if self.breaker is not None and self.breaker.is_open:
                 raise _BreakerOpen
@@ -221,10 +226,11 @@ class SinkRunner:
 
             try:
                 await call_with_retry(
-                    self.policy, attempt, self.stats, first_error=first, breaker=self.breaker
+                    self.policy, attempt, self.stats, first_error=first, breaker=self.breaker,
+                    retries=retries,
                 )
             except GiveUp as gave_up:
-                await self._failed(worker, batch, gave_up)
+                await self._failed(worker, batch, gave_up, retries or ())
                 return
         else:
             if self.breaker is not None:
@@ -232,7 +238,8 @@ class SinkRunner:
         n = len(batch)
         self.stats.record_batch(n, n, clock() - started)
         if self.rt.tracer is not None:
-            self.rt.tracer.span(self.name, self.stats.kind, batch.trace, n, n, clock() - started)
+            self.rt.tracer.span(self.name, self.stats.kind, batch.trace, n, n, clock() - started,
+                                batch=batch, retries=retries or (), attributes=self.span_attributes)
         now = time.time()
         events = batch.events
         self.rt.e2e.observe(now - events[0].event_time)
@@ -246,7 +253,9 @@ class SinkRunner:
         else:
             self._finished(batch.tokens)
 
-    async def _failed(self, worker: Worker, batch: Batch, gave_up: GiveUp) -> None:
+    async def _failed(
+        self, worker: Worker, batch: Batch, gave_up: GiveUp, retries: Sequence[RetryRecord] = ()
+    ) -> None:
         if self.is_dead_letter:
             self._dead_letter_failed(batch, gave_up)
         disk = _disk_failure(gave_up.error)
@@ -268,8 +277,10 @@ class SinkRunner:
         n = len(batch)
         self.stats.events_in += n  # received, though not written: in == written + dead-lettered
         if self.rt.tracer is not None:
-            batch = batch.traced(self.rt.tracer.span(self.name, self.stats.kind, batch.trace, n,
-                                                     0, 0.0, "dead_letter", gave_up.error))
+            batch = batch.traced(self.rt.tracer.span(
+                self.name, self.stats.kind, batch.trace, n, 0, 0.0, "dead_letter", gave_up.error,
+                batch=batch, retries=retries, attributes=self.span_attributes,
+            ))
         await self.rt.dead_letter(
             worker, self.stats, batch, range(n), [(gave_up.error, gave_up.attempts)] * n
         )

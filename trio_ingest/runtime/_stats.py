@@ -13,8 +13,13 @@ import attrs
 
 __all__ = ("Histogram", "LatencyStatistics", "NodeStatistics", "NodeStats")
 
-# Bucket upper bounds in seconds: 10 per decade from 1 µs to 1000 s.
-BUCKETS: tuple[float, ...] = tuple(10 ** (e / 10) for e in range(-60, 31))
+# Bucket upper bounds in seconds: 10 per decade from 1 µs to 1000 s, round numbers (the
+# Renard R10 series, nearly even on a log scale) so that exported ``le`` labels read 2e-06,
+# not 1.995e-06; every decade holds 1, 2 and 5, the bounds Prometheus gets.
+_R10 = ("1", "1.25", "1.6", "2", "2.5", "3.2", "4", "5", "6.3", "8")
+BUCKETS: tuple[float, ...] = (
+    *(float(f"{m}e{e}") for e in range(-6, 3) for m in _R10), 1e3
+)
 
 
 @attrs.frozen

@@ -280,6 +280,11 @@ class Postgres(Sink):
         self._staging = f"trio_ingest_stage_{digest}"
         self._build_statements()
 
+    @property
+    def span_attributes(self) -> dict[str, str]:
+        """OpenTelemetry semantic-convention attributes of this sink's write spans."""
+        return {"db.system": "postgresql", "db.collection.name": self.table}
+
     def __repr__(self) -> str:
         return f"<Postgres {self.name!r} table={self.table!r}>"
 

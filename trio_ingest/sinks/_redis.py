@@ -113,6 +113,11 @@ class RedisStreams(Sink):
         #: Entries appended so far.
         self.written = 0
 
+    @property
+    def span_attributes(self) -> dict[str, str]:
+        """OpenTelemetry semantic-convention attributes of this sink's write spans."""
+        return {"messaging.system": "redis", "messaging.destination.name": self.stream}
+
     def __repr__(self) -> str:
         return f"<RedisStreams sink {self.name!r} stream={self.stream!r}>"
 

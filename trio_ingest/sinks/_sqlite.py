@@ -122,6 +122,11 @@ class SQLite(Sink):
             f'INSERT OR IGNORE INTO "{table}" ({", ".join(COLUMNS)}) VALUES (?, ?, ?, ?, ?)'
         )
 
+    @property
+    def span_attributes(self) -> dict[str, str]:
+        """OpenTelemetry semantic-convention attributes of this sink's write spans."""
+        return {"db.system": "sqlite", "db.collection.name": self.table}
+
     def __repr__(self) -> str:
         return f"<SQLite {self.name!r} {self.path!r} table={self.table!r}>"
 

@@ -60,6 +60,10 @@ class Source:
     #: runtime then wraps each read in a cancel scope that ``stop()`` cancels; a
     #: source whose reads return at once sets False and saves that per batch.
     read_may_wait: bool = True
+    #: True for a source that never produces anything (``from_iterable([])``): the
+    #: stand-in of a pipeline fed only through its serving handle. The handle's
+    #: edges are then named after the handle, and observers do not show it.
+    placeholder: bool = False
     #: The node's name in the running graph, set by the runtime before ``open()``:
     #: ids a source derives from positions are namespaced by it (``f"{node}:{i}"``),
     #: so two sources of one graph never make the same id.

@@ -45,6 +45,8 @@ class FromIterable(Source):
             self.name = name
             self.name_given = True
         self._items = items
+        # an empty list or tuple: the stand-in source of a pipeline fed through its handle
+        self.placeholder = isinstance(items, list | tuple) and not items
         self._position = 0
         self.buffer = buffer
         self._inbox: MemoryObjectReceiveStream[Any] | None = None

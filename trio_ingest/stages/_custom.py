@@ -117,13 +117,14 @@ def as_stage(obj: Any) -> Any:
 class _Box:
     """The state one worker's inbox and outbox share: tokens of the events held."""
 
-    __slots__ = ("ctx", "held", "name", "trace")
+    __slots__ = ("ctx", "held", "links", "name", "trace")
 
     def __init__(self, ctx: StageContext, held: dict[str, deque[AckToken]]) -> None:
         self.ctx = ctx
         self.held = held
         self.name = ctx.stats.name
         self.trace: Any = None  # the span of the batch being handled (tracing)
+        self.links: tuple[Any, ...] = ()  # its links to the traces merged into it
 
     def take(self, event_id: str) -> AckToken:
         queue = self.held.get(event_id)
@@ -159,6 +160,7 @@ class _Inbox:
             raise StopAsyncIteration
         events = batch.materialize()
         box.trace = batch.trace  # the outbox continues this batch's trace
+        box.links = batch.links
         held = box.held
         for event, token in zip(events, batch.tokens, strict=True):
             queue = held.get(event.id)
@@ -200,7 +202,7 @@ class _Outbox:
             tokens = [box.take(e.id) for e in events]
             if not events:
                 return
-        batch = Batch(events, [e.payload for e in events], tokens, box.trace)
+        batch = Batch(events, [e.payload for e in events], tokens, box.trace, box.links)
         progress = SendProgress()
         try:
             await ctx.emit(batch, None, progress)

@@ -271,7 +271,20 @@ def _span(
     if ctx.tracer is None:
         return batch.trace
     outcome = "dead_letter" if dead else "ok"
-    return ctx.tracer.span(stats.name, stats.kind, batch.trace, len(batch), n_out, took, outcome)
+    return ctx.tracer.span(
+        stats.name, stats.kind, batch.trace, len(batch), n_out, took, outcome,
+        batch=batch, retries=_take_retries(ctx),
+    )
+
+
+def _take_retries(ctx: StageContext) -> list[Any]:
+    """The retries this worker made since its last span (recorded by the runtime's context)."""
+    log: list[Any] | None = getattr(ctx, "retry_log", None)
+    if not log:
+        return []
+    taken = log[:]
+    log.clear()
+    return taken
 
 
 def _without(batch: Batch, dead: set[int]) -> Batch:
@@ -789,7 +802,7 @@ class ChainStep:
         dead: set[int] = set()
         if failures:
             dead = await self._recover(ctx, batch, results, failures)
-        out = Batch(batch.events, results, batch.tokens, batch.trace)
+        out = Batch(batch.events, results, batch.tokens, batch.trace, batch.links)
         if dead:
             out = out.select([i for i in range(n_in) if i not in dead])
         took = (ctx.clock() - started) / len(self.steps)
@@ -798,7 +811,8 @@ class ChainStep:
             stats.record_batch(n_in, len(out), took)
             if ctx.tracer is not None:
                 outcome = "dead_letter" if dead else "ok"
-                span = ctx.tracer.span(stats.name, stats.kind, span, n_in, len(out), took, outcome)
+                span = ctx.tracer.span(stats.name, stats.kind, span, n_in, len(out), took, outcome,
+                                       batch=batch, retries=_take_retries(ctx))
         return out.traced(span)
 
     async def _recover(

@@ -5,7 +5,7 @@
 (function () {
   var POLL_MS = 1000;
   var WINDOW_S = 300; // charts show the last 5 minutes
-  var NODE_W = 200, NODE_H = 82, GAP_X = 120, GAP_Y = 26, PAD = 16;
+  var NODE_W = 200, NODE_H = 82, GAP_X = 150, GAP_Y = 26, PAD = 16;
   var PALETTE = ["#2f6fdb", "#1f9d55", "#d64545", "#d98b00", "#8e44ad", "#16a2b8", "#c0392b", "#7f8c8d"];
   var SVG_NS = "http://www.w3.org/2000/svg";
 
@@ -137,9 +137,11 @@
     var svg = el("svg", { viewBox: "0 0 " + layout.width + " " + layout.height, role: "img",
                           "aria-label": "pipeline graph" });
     svg.style.maxHeight = Math.max(layout.height, 160) + "px";
-    var linkLayer = el("g", {}), nodeLayer = el("g", {});
+    // labels go on top of the node boxes, so a long one is never hidden under a node
+    var linkLayer = el("g", {}), nodeLayer = el("g", {}), labelLayer = el("g", {});
     svg.appendChild(linkLayer);
     svg.appendChild(nodeLayer);
+    svg.appendChild(labelLayer);
     var pos = layout.pos;
 
     function curve(a, b, cls, width) {
@@ -160,7 +162,7 @@
       var width = 1.5 + Math.min(6, Math.log10(1 + rate));
       var mid = curve(a, b, edge ? "" : "fused", width);
       if (l.port) {
-        linkLayer.appendChild(el("text", { x: a.x + NODE_W + 6, y: mid.y - 4 + (b.y - a.y) / 4, "class": "port-label" }, l.port));
+        labelLayer.appendChild(el("text", { x: a.x + NODE_W + 6, y: mid.y - 4 + (b.y - a.y) / 4, "class": "port-label" }, l.port));
       }
       if (edge) {
         // the gauge sits just before the node the edge feeds: one per edge, never stacked
@@ -170,10 +172,16 @@
         linkLayer.appendChild(el("rect", { x: bx, y: by, width: bw, height: bh, rx: 2, "class": "depth-bg" }));
         linkLayer.appendChild(el("rect", { x: bx, y: by, width: Math.max(ratio * bw, edge.depth ? 2 : 0), height: bh, rx: 2, fill: fillColor(ratio) }));
         var label = fmtCount(edge.depth) + "/" + fmtCount(edge.capacity);
-        if (edge.blocked_seconds > 0) label += " · blocked " + edge.blocked_seconds.toFixed(1) + "s";
-        linkLayer.appendChild(el("text", { x: bx + bw, y: by - 4, "text-anchor": "end", "class": "depth-label" }, label));
+        labelLayer.appendChild(el("text", { x: bx + bw, y: by - 4, "text-anchor": "end", "class": "depth-label", "data-edge": l.edge }, label));
+        // backpressure as people read it: share of time full, average senders waiting
+        var full = rates.edge(l.edge, "full_seconds"), waiting = rates.edge(l.edge, "blocked_seconds");
+        if (full > 0.005 || waiting > 0.005) {
+          labelLayer.appendChild(el("text", { x: bx + bw, y: by + bh + 12, "text-anchor": "end", "class": "depth-label bp-label",
+                                              "data-edge-full": full.toFixed(3), "data-edge-waiting": waiting.toFixed(3) },
+                                    "full " + Math.round(Math.min(full, 1) * 100) + "% · " + waiting.toFixed(1) + " waiting"));
+        }
       } else {
-        linkLayer.appendChild(el("text", { x: mid.x, y: mid.y - 6, "text-anchor": "middle", "class": "depth-label" }, "fused"));
+        labelLayer.appendChild(el("text", { x: mid.x, y: mid.y - 6, "text-anchor": "middle", "class": "depth-label" }, "fused"));
       }
     });
 
@@ -258,7 +266,7 @@
     points.forEach(function (p) {
       series.forEach(function (s) { var v = p.values[s.key]; if (v !== null && v !== undefined && v > max) max = v; });
     });
-    var yMax = niceMax(max * 1.1);
+    var yMax = unit === "%" && max <= 1 ? 1 : niceMax(max * 1.1); // a share tops out at 100%
     ctx.font = "11px system-ui, sans-serif";
     ctx.strokeStyle = "#e6eaf0";
     ctx.fillStyle = "#6b7385";
@@ -382,7 +390,8 @@
     point.values.latency = dc > 0 ? ds / dc : null;
     point.values.p99 = lat.count ? lat.p99 : null;
     Object.keys(snap.edges).forEach(function (name) {
-      point.values["bp:" + name] = rates.edge(name, "blocked_seconds");
+      // share of the time the edge was full: 0..100%, whatever the number of senders
+      point.values["bp:" + name] = Math.min(rates.edge(name, "full_seconds"), 1);
     });
     history.push(point);
     while (history.length && history[0].t < snap.time - WINDOW_S) history.shift();
@@ -397,6 +406,27 @@
     renderTable(snap, rates);
     previous = snap;
     document.body.setAttribute("data-updates", String((Number(document.body.getAttribute("data-updates")) || 0) + 1));
+  }
+
+  // the server keeps the last minutes: an operator opening the page during an
+  // incident sees what led to it, not a chart that starts now
+  function loadHistory() {
+    return fetch("/api/history", { cache: "no-store" })
+      .then(function (res) { return res.ok ? res.json() : []; })
+      .then(function (points) {
+        var before = null;
+        points.forEach(function (p) {
+          if (!p.edges) return;
+          if (before) {
+            previous = before;
+            record(p, new Rates(p, before));
+          }
+          before = p;
+        });
+        previous = null; // the first live snapshot takes rates against its own run
+        document.body.setAttribute("data-history", String(history.length));
+      })
+      .catch(function () { document.body.setAttribute("data-history", "0"); });
   }
 
   function poll() {
@@ -421,5 +451,5 @@
   }
 
   window.addEventListener("resize", function () { if (previous) renderCharts(previous); });
-  poll();
+  loadHistory().then(poll);
 })();
