@@ -473,3 +473,75 @@ def test_the_same_file_into_sqlite_then_postgres_loads_everything(
     finally:
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+# -- pipeline files with the stages and connectors that came later -----------------------
+
+
+def test_a_pipeline_file_with_an_event_time_window_runs(tmp_path: Path) -> None:
+    module = f"winmod_{tmp_path.name[-8:]}"
+    (tmp_path / f"{module}.py").write_text("def user(p):\n    return p['user']\n")
+    (tmp_path / "in.jsonl").write_text("".join(
+        json.dumps({"id": f"e{i}", "user": f"u{i % 3}", "amount": 1.5, "ts": float(i)}) + "\n"
+        for i in range(30)
+    ))
+    (tmp_path / "win.toml").write_text(textwrap.dedent(f"""
+        [source]
+        type = "jsonl"
+        path = "in.jsonl"
+        time_field = "ts"
+        [[stages]]
+        type = "tumbling"
+        size = 10.0
+        key = "{module}:user"
+        agg = "sum:amount"
+        name = "spend"
+        [sink]
+        type = "sqlite"
+        path = "out.db"
+        table = "spend"
+    """))
+    assert invoke("validate", str(tmp_path / "win.toml")).exit_code == 0
+    result = invoke("run", str(tmp_path / "win.toml"), "--json")
+    assert result.exit_code == 0, result.output
+    # 3 windows of 10 s x 3 users, each summing 10 / 3 events of 1.5
+    ids = rows(tmp_path / "out.db", "spend")
+    assert len(ids) == 9 and all(i.startswith("spend:u") for i in ids)
+
+
+def test_a_kafka_pipeline_file_validates_without_a_broker(tmp_path: Path) -> None:
+    (tmp_path / "k.toml").write_text(textwrap.dedent("""
+        [source]
+        type = "kafka"
+        topics = ["events"]
+        group = "loaders"
+        bootstrap_servers = "127.0.0.1:1"
+        id_field = "id"
+        config = {"session.timeout.ms" = 6000}
+        [[stages]]
+        type = "tumbling"
+        size = 1.0
+        agg = "avg"
+        [sink]
+        type = "kafka"
+        topic = "out"
+        bootstrap_servers = "127.0.0.1:1"
+    """))
+    result = invoke("validate", str(tmp_path / "k.toml"))
+    assert result.exit_code == 2
+    assert "stages[0].agg: unknown aggregation 'avg'" in result.output
+    fixed = (tmp_path / "k.toml").read_text().replace('"avg"', '"count"')
+    (tmp_path / "k.toml").write_text(fixed)
+    ok = invoke("validate", str(tmp_path / "k.toml"))
+    assert ok.exit_code == 0, ok.output
+
+
+def test_kafka_types_of_a_pipeline_file_build_the_kafka_connectors() -> None:
+    from trio_ingest.cli import _spec
+
+    source = _spec.make_source(
+        "kafka", {"topics": ["t"], "group": "g", "bootstrap_servers": "127.0.0.1:1",
+                  "config": {"session.timeout.ms": 6000}}, "dest",
+    )
+    sink = _spec.make_sink("kafka", {"topic": "out", "bootstrap_servers": "127.0.0.1:1"})
+    assert type(source).__name__ == "Kafka" and type(sink).__name__ == "Kafka"

@@ -188,6 +188,11 @@ SOURCES: dict[str, dict[str, _Opt]] = {
               "consumer": (_STR, True), "url": (_STR, False), "block": (_NUM, False),
               "claim_idle": (_NUM, False), "max_deliveries": (_INT, False),
               "start_id": (_STR, False), "id_field": (_STR, False), "name": (_STR, False)},
+    "kafka": {"topics": ((str, list), True), "group": (_STR, True),
+              "bootstrap_servers": (_STR, True), "id_field": (_STR, False),
+              "id_header": (_STR, False), "commit_interval": (_NUM, False),
+              "revoke_timeout": (_NUM, False), "config": ((dict,), False),
+              "name": (_STR, False)},
 }
 _FN = {"function": (_STR, True), "name": (_STR, False)}
 _WORKERS = {"workers": (_INT, False), "ordered": (_BOOL, False)}
@@ -197,6 +202,22 @@ STAGES: dict[str, dict[str, _Opt]] = {
     "map_event": {**_FN, **_WORKERS}, "key_by": dict(_FN),
     "batch": {"max_size": (_INT, True), "max_wait": (_NUM, True), "name": (_STR, False)},
 }
+# event-time windows: key and reduce name functions; agg a ready aggregation
+# ("count", "collect", or "sum" / "min" / "max" / "mean" / "collect" with ":field")
+_WINDOW: dict[str, _Opt] = {
+    "key": (_STR, False), "reduce": (_STR, False), "merge": (_STR, False),
+    "initial": ((str, int, float, bool, list, dict), False), "agg": (_STR, False),
+    "max_delay": (_NUM, False), "allowed_lateness": (_NUM, False),
+    "idle_timeout": (_NUM, False), "name": (_STR, False),
+}
+STAGES.update({
+    "tumbling": {"size": (_NUM, True), **_WINDOW},
+    "sliding": {"size": (_NUM, True), "every": (_NUM, True), **_WINDOW},
+    "session": {"gap": (_NUM, True), **_WINDOW},
+})
+#: Stage options that name a Python callable (``module:function``): imported when checked.
+FUNCTION_OPTIONS = ("function", "key", "reduce", "merge")
+_AGGS = ("count", "sum", "min", "max", "mean", "collect")
 _SINK_COMMON: dict[str, _Opt] = {"name": (_STR, False), "max_batch": (_INT, False),
                                  "workers": (_INT, False)}
 SINKS: dict[str, dict[str, _Opt]] = {
@@ -209,6 +230,8 @@ SINKS: dict[str, dict[str, _Opt]] = {
                 "compression": (_STR, False), **_SINK_COMMON},
     "redis": {"stream": (_STR, True), "url": (_STR, False), "maxlen": (_INT, False),
               **_SINK_COMMON},
+    "kafka": {"topic": (_STR, True), "bootstrap_servers": (_STR, True),
+              "config": ((dict,), False), **_SINK_COMMON},
     "memory": dict(_SINK_COMMON),
 }
 PIPELINE: dict[str, _Opt] = {
@@ -340,12 +363,21 @@ def check(path: Path, *, need_source: bool = True) -> tuple[Spec | None, list[st
         if stage is None:
             continue
         stages.append(stage)
-        ref = stage.get("function")
-        if isinstance(ref, str):
-            try:
-                functions[ref] = import_callable(ref)
-            except ConfigError as exc:
-                errors.append(f"{where}.function: {exc}")
+        for option in FUNCTION_OPTIONS:
+            ref = stage.get(option)
+            if isinstance(ref, str):
+                try:
+                    functions[ref] = import_callable(ref)
+                except ConfigError as exc:
+                    errors.append(f"{where}.{option}: {exc}")
+        if "agg" in stage:
+            problem = _check_agg(stage["agg"])
+            if problem:
+                errors.append(f"{where}.agg: {problem}")
+        if stage["type"] in ("tumbling", "sliding", "session") and (
+            "agg" in stage and "reduce" in stage
+        ):
+            errors.append(f"{where}: give either 'agg' or 'reduce', not both")
     names = [s.get("name") or s["type"] for s in stages]
     errors.extend(f"stages: several stages are named {name!r}: give them distinct names"
                   for name in sorted({n for n in names if names.count(n) > 1}))
@@ -407,6 +439,9 @@ def make_sink(kind: str, options: Mapping[str, Any]) -> Any:
         return sinks.Parquet(opts.pop("path"), **opts)
     if kind == "redis":
         return sinks.RedisStreams(opts.pop("stream"), **opts)
+    if kind == "kafka":
+        config = opts.pop("config", {})
+        return sinks.Kafka(opts.pop("topic"), **opts, **config)
     if kind == "memory":
         return sinks.Memory(**opts)
     raise ConfigError(f"unknown sink type {kind!r}")
@@ -431,6 +466,9 @@ def make_source(kind: str, options: Mapping[str, Any], destination: str) -> Any:
 
         streams = opts.pop("streams")
         return RedisStreams(streams, opts.pop("group"), opts.pop("consumer"), **opts)
+    if kind == "kafka":
+        config = opts.pop("config", {})
+        return sources.Kafka(opts.pop("topics"), **opts, **config)
     raise ConfigError(f"unknown source type {kind!r}")
 
 
@@ -454,9 +492,44 @@ def make_stages(spec: Spec, start_at: str | None = None) -> list[Any]:
         if kind == "batch":
             made.append(ops.batch(opts.pop("max_size"), opts.pop("max_wait"), **opts))
             continue
+        if kind in ("tumbling", "sliding", "session"):
+            made.append(_window(spec, kind, opts))
+            continue
         fn = spec.functions[stage["function"]]
         made.append(getattr(ops, kind)(fn, **opts))
     return made
+
+
+def _check_agg(text: object) -> str | None:
+    """What is wrong with a window's ``agg`` option, or None."""
+    if not isinstance(text, str):
+        return f"must be a string such as 'count' or 'sum:amount', got {text!r}"
+    kind, _, field = text.partition(":")
+    if kind not in _AGGS:
+        choices = ", ".join(_AGGS)
+        return f"unknown aggregation {kind!r}{_did_you_mean(kind, _AGGS)} (one of {choices})"
+    if kind == "count" and field:
+        return "'count' takes no field"
+    return None
+
+
+def _window(spec: Spec, kind: str, opts: dict[str, Any]) -> Any:
+    """A window stage of a pipeline file: functions resolved, ``agg`` made."""
+    from ..stages import agg as aggs
+    from ..stages import windows
+
+    for option in ("key", "reduce", "merge"):
+        if option in opts:
+            opts[option] = spec.functions[opts[option]]
+    if "agg" in opts:
+        name, _, field = opts.pop("agg").partition(":")
+        made = getattr(aggs, name)
+        opts["agg"] = made() if name == "count" else made(field or None)
+    if kind == "tumbling":
+        return windows.tumbling(opts.pop("size"), **opts)
+    if kind == "sliding":
+        return windows.sliding(opts.pop("size"), opts.pop("every"), **opts)
+    return windows.session(opts.pop("gap"), **opts)
 
 
 def build(spec: Spec, *, source: Any = None, start_at: str | None = None) -> Any:
