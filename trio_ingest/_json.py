@@ -30,7 +30,9 @@ import orjson
 from ._errors import NotJsonError
 from ._event import DeadLetter, Event
 
-__all__ = ("NotJsonError", "dumps", "dumps_many", "dumps_record", "dumps_text", "key_text")
+__all__ = (
+    "NotJsonError", "dumps", "dumps_many", "dumps_record", "dumps_text", "key_text", "loads"
+)
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS  # as json.dumps: {1: x} is {"1": x}
 _SORTED = _OPTIONS | orjson.OPT_SORT_KEYS
@@ -276,3 +278,31 @@ def _storable(value: Any, depth: int, active: set[int]) -> Any:
     except Exception:  # noqa: BLE001 -- a broken __repr__ must not fail a dead letter
         return f"<{type(value).__name__}>"
     return _storable(text, deeper, active)
+
+
+_DECODER = json.JSONDecoder()
+
+
+def loads(raw: bytes) -> Any:
+    """``json.loads`` of UTF-8 bytes: orjson on well-formed input, ``json`` for the rest.
+
+    orjson is stricter (NaN, integers past 64 bits): then ``json`` decides, and its
+    message names the problem. Leading and trailing whitespace are accepted.
+
+    Raises:
+        ValueError: ``raw`` is not JSON (a ``json.JSONDecodeError``, or a
+            ``UnicodeDecodeError`` for bytes that are not UTF-8).
+    """
+    try:
+        return orjson.loads(raw)
+    except ValueError:
+        pass
+    text = raw.decode()
+    try:
+        value, end = _DECODER.raw_decode(text)
+    except ValueError:
+        return json.loads(text)  # leading whitespace; or the error, with json's message
+    if end != len(text):
+        return json.loads(text)  # trailing whitespace is fine; anything else raises
+    return value
+

@@ -44,7 +44,6 @@ event meets it:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -59,6 +58,7 @@ import anyio.to_thread
 from .._errors import ConfigError, SourceError
 from .._event import _NO_HEADERS, DeadLetter, Event
 from .._event import trusted as _trusted_event
+from .._json import loads as _loads
 from ._base import Read, Source
 
 __all__ = ("Kafka",)
@@ -70,22 +70,6 @@ _OWNED = ("group.id", "bootstrap.servers", "enable.auto.commit", "enable.auto.of
 
 _TP = tuple[str, int]
 
-_fast_loads: Callable[[bytes], Any] | None = None
-try:  # orjson decodes several times faster; json gives the same values (and the messages)
-    import orjson
-
-    _fast_loads = orjson.loads
-except ImportError:  # pragma: no cover -- the kafka extra installs it
-    pass
-
-
-def _loads(raw: bytes) -> Any:
-    if _fast_loads is not None:
-        try:
-            return _fast_loads(raw)
-        except ValueError:
-            pass  # orjson is stricter (NaN, huge ints): json decides, with its message
-    return json.loads(raw)
 
 
 def _text(value: Any) -> str:
@@ -328,7 +312,6 @@ class Kafka(Source):
         rejected: list[DeadLetter] = []
         id_field = self.id_field
         id_header = self.id_header
-        fast = _fast_loads
         make = _trusted_event
         now = time.time()
         for msg in messages:
@@ -343,10 +326,7 @@ class Kafka(Source):
                 value = msg.value()
                 if value is None:
                     raise ValueError("the message has no value (a tombstone)")
-                try:
-                    payload = fast(value) if fast is not None else _loads(value)
-                except ValueError:
-                    payload = _loads(value)  # json decides, with its own message
+                payload = _loads(value)
                 if id_field is not None:
                     if not isinstance(payload, dict) or id_field not in payload:
                         raise ValueError(f"no {id_field!r} field in the payload")

@@ -42,10 +42,9 @@ id the ``id_field`` field or, lacking one, ``"<stream>/<entry id>"``.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
 import anyio
@@ -53,6 +52,7 @@ import attrs
 
 from .._errors import ConfigError, SourceError
 from .._event import DeadLetter, Event
+from .._json import loads as _loads
 from .._retry import Backoff, ConstantBackoff, ExponentialBackoff
 from ._base import Read, Source
 
@@ -938,31 +938,6 @@ def _id_time(entry_id: bytes) -> float:
     return int(ms) / 1000.0
 
 
-_DECODER = json.JSONDecoder()
-_fast_loads: Callable[[bytes], Any] | None = None
-try:  # part of the redis extra: decoding payloads is most of a consumer's own work
-    import orjson
-
-    _fast_loads = orjson.loads
-except ImportError:  # pragma: no cover -- the redis extra installs it
-    pass
-
-
-def _loads(raw: bytes) -> Any:
-    """``json.loads`` of UTF-8 bytes, faster (orjson when installed) on well-formed input."""
-    if _fast_loads is not None:
-        try:
-            return _fast_loads(raw)
-        except ValueError:
-            pass  # orjson is stricter (NaN, huge ints): json decides, with its message
-    text = raw.decode()
-    try:
-        value, end = _DECODER.raw_decode(text)
-    except ValueError:
-        return json.loads(text)  # leading whitespace; or the error, with json's message
-    if end != len(text):
-        return json.loads(text)  # trailing whitespace is fine; anything else raises
-    return value
 
 
 def _loads_key(raw: bytes) -> Any:
