@@ -351,7 +351,8 @@ def test_validate_reports_every_error_with_its_path(project: Path) -> None:
     lines = [line.removeprefix(f"error: {broken}: ") for line in result.stderr.splitlines()]
     assert lines == [
         "pipelin: unknown section (did you mean 'pipeline'?)",
-        "source.type: unknown type 'jsn' (did you mean 'jsonl'?); one of jsonl, csv, redis",
+        "source.type: unknown type 'jsn' (did you mean 'jsonl'?); one of jsonl, csv, redis, "
+        "kafka",
         "stages[0].function: cannot import 'no_such_module_here:f': no module named "
         "'no_such_module_here'",
         "stages[1].function: required",
