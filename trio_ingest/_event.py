@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import operator
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -149,17 +149,6 @@ class Event(tuple):  # type: ignore[type-arg]  # fields by name, tuple storage
 def rebuild(event: Event, payload: Any, key: Any) -> Event:
     """``event`` with a new payload and key, built without re-validating (hot path)."""
     return _tuple_new(Event, (event[0], payload, key, event[3], event[4]))
-
-
-def make_events(
-    ids: Sequence[str],
-    payloads: Sequence[Any],
-    keys: Sequence[Any],
-    times: Sequence[float],
-    headers: Sequence[Mapping[str, str]],
-) -> list[Event]:
-    """Events from parallel columns of checked values, in C loops (the sinks' hot path)."""
-    return list(map(_event_of_tuple, zip(ids, payloads, keys, times, headers, strict=True)))
 
 
 _event_of_tuple = functools.partial(_tuple_new, Event)  # a C call per event: no Python frame
