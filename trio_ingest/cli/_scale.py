@@ -29,6 +29,7 @@ there). Everything else (signals, graceful stop, progress) is the command's.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -186,32 +187,44 @@ def worker(
         )
     except ConfigError as exc:
         fail(str(exc))
-    graph = _build(factory, source, options)
+    _run_worker(
+        output, _build(factory, source, options), shutdown_timeout, me=consumer, group=group,
+        banner=f"[bold]{consumer}[/] of group [bold]{group}[/] consuming "
+               f"{', '.join(names)} at {url}",
+        extra=lambda: [
+            ("acknowledged", f"{source.acked:,}", "XACKed entries"),
+            ("claimed", f"{source.claimed:,}", "idle entries taken from other consumers"),
+            ("poison", f"{source.poisoned:,}", f"delivered more than {max_deliveries} times"),
+            ("reconnects", f"{source.reconnects:,}", "after losing Redis"),
+        ],
+        data=lambda: {
+            "consumer": consumer,
+            "group": group,
+            "streams": names,
+            "acked": source.acked,
+            "claimed": source.claimed,
+            "poisoned": source.poisoned,
+            "reconnects": source.reconnects,
+        },
+    )
 
+
+def _run_worker(
+    output: Output, graph: Graph, shutdown_timeout: float, *, me: str, group: str, banner: str,
+    extra: Callable[[], list[tuple[str, str, str]]], data: Callable[[], dict[str, Any]],
+) -> None:
+    """Run one worker of a consumer group: banner, live progress, then the summary.
+
+    ``extra`` and ``data`` are read after the run (the source's counters by then).
+    """
     err = output.stderr()
     view = None
     if not output.quiet and err.is_terminal:
-        view = ProgressView(err, title=f"{consumer} @ {group}")
+        view = ProgressView(err, title=f"{me} @ {group}")
     if not output.quiet:
-        err.print(f"[bold]{consumer}[/] of group [bold]{group}[/] consuming "
-                  f"{', '.join(names)} at {url}", highlight=False)
-
+        err.print(banner, highlight=False)
     outcome = run_command(output, graph, view=view, shutdown_timeout=shutdown_timeout)
-    extra = [
-        ("acknowledged", f"{source.acked:,}", "XACKed entries"),
-        ("claimed", f"{source.claimed:,}", "idle entries taken from other consumers"),
-        ("poison", f"{source.poisoned:,}", f"delivered more than {max_deliveries} times"),
-        ("reconnects", f"{source.reconnects:,}", "after losing Redis"),
-    ]
-    finish(output, outcome, title=f"trio-ingest worker {consumer}", extra=extra, data={
-        "consumer": consumer,
-        "group": group,
-        "streams": names,
-        "acked": source.acked,
-        "claimed": source.claimed,
-        "poisoned": source.poisoned,
-        "reconnects": source.reconnects,
-    })
+    finish(output, outcome, title=f"trio-ingest worker {me}", extra=extra(), data=data())
 
 
 def _build(factory: str, source: Source, options: dict[str, str]) -> Graph:
@@ -247,31 +260,27 @@ def _kafka_worker(
                        revoke_timeout=revoke_timeout, commit_interval=commit_interval, **config)
     except ConfigError as exc:
         fail(str(exc))
-    graph = _build(factory, source, options)
     me = consumer or f"pid {os.getpid()}"
-    err = output.stderr()
-    view = None
-    if not output.quiet and err.is_terminal:
-        view = ProgressView(err, title=f"{me} @ {group}")
-    if not output.quiet:
-        err.print(f"[bold]{me}[/] of Kafka group [bold]{group}[/] consuming "
-                  f"{', '.join(topics)} at {bootstrap}", highlight=False)
-    outcome = run_command(output, graph, view=view, shutdown_timeout=shutdown_timeout)
-    extra = [
-        ("commits", f"{source.commits:,}", "offset commits (per partition, what finished)"),
-        ("revokes", f"{source.revokes:,}",
-         f"rebalances that took partitions ({source.revoke_timeouts} timed out)"),
-        ("pauses", f"{source.pauses:,}", "times the partitions were paused (backpressure)"),
-    ]
-    finish(output, outcome, title=f"trio-ingest worker {me}", extra=extra, data={
-        "consumer": consumer,
-        "group": group,
-        "topics": list(topics),
-        "commits": source.commits,
-        "revokes": source.revokes,
-        "revoke_timeouts": source.revoke_timeouts,
-        "pauses": source.pauses,
-    })
+    _run_worker(
+        output, _build(factory, source, options), shutdown_timeout, me=me, group=group,
+        banner=f"[bold]{me}[/] of Kafka group [bold]{group}[/] consuming "
+               f"{', '.join(topics)} at {bootstrap}",
+        extra=lambda: [
+            ("commits", f"{source.commits:,}", "offset commits (per partition, what finished)"),
+            ("revokes", f"{source.revokes:,}",
+             f"rebalances that took partitions ({source.revoke_timeouts} timed out)"),
+            ("pauses", f"{source.pauses:,}", "times the partitions were paused (backpressure)"),
+        ],
+        data=lambda: {
+            "consumer": consumer,
+            "group": group,
+            "topics": list(topics),
+            "commits": source.commits,
+            "revokes": source.revokes,
+            "revoke_timeouts": source.revoke_timeouts,
+            "pauses": source.pauses,
+        },
+    )
 
 
 @click.command(cls=Command)
