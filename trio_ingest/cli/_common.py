@@ -94,26 +94,23 @@ def fail(message: str, exit_code: int = EXIT_USAGE) -> NoReturn:
     raise CliError(message, exit_code)
 
 
-class Command(click.Command):
+class _OneLineUsage(click.Command):
+    """Usage errors as one line, like every other error of the command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            message = exc.format_message()
+            raise CliError(message[:1].lower() + message[1:], EXIT_USAGE) from None
+
+
+class Command(_OneLineUsage):
     """A click command whose usage errors are one line, like every other error."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            message = exc.format_message()
-            raise CliError(message[:1].lower() + message[1:], EXIT_USAGE) from None
 
-
-class Group(click.Group):
+class Group(_OneLineUsage, click.Group):
     """A click group whose usage errors are one line too."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            message = exc.format_message()
-            raise CliError(message[:1].lower() + message[1:], EXIT_USAGE) from None
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
