@@ -15,9 +15,9 @@ import trio
 import trio.testing
 
 import trio_ingest as ti
+from trio_ingest.testing import check, memory_ids, run_with_mock_clock
 
 from ._support import make_events
-from .oracle import check, memory_ids
 
 PAUSE_WITHIN = 5.0  # virtual seconds after which intake must have stopped
 
@@ -69,7 +69,7 @@ def run_sink_outage(
             nursery.cancel_scope.cancel()
         return report
 
-    report = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    report = run_with_mock_clock(main)
     bound: int = out["bound"]
     verdict = check([f"e{i}" for i in range(events)], memory_ids(store), memory_ids(dead), report)
     verdict.assert_ok()

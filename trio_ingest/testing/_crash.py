@@ -57,6 +57,7 @@ def crash_until_done(
     jitter: float = 0.02,
     progress: Callable[[], int] | None = None,
     on_kill: Callable[[int], None] | None = None,
+    watch: Callable[[subprocess.Popen[bytes]], None] | None = None,
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     timeout: float = 60.0,
@@ -91,6 +92,8 @@ def crash_until_done(
         progress: Reads the progress figure (default: distinct ids in ``rows()``).
         on_kill: Called with the run's number after each kill (to measure
             the state a kill left).
+        watch: Called with the running process at every look at it (to
+            sample its memory, say).
         env: Environment of the runs (default: this process's).
         cwd: Working directory of the runs.
         timeout: Most seconds a run may take to reach its point or to finish.
@@ -130,14 +133,14 @@ def crash_until_done(
                 else:
                     done = _safe(read_progress)
                     point = done + int((len(set(inputs)) - done) * rng.uniform(0.1, 0.6))
-                if _wait_for(process, read_progress, point, timeout):
+                if _wait_for(process, read_progress, point, timeout, watch):
                     time.sleep(rng.uniform(0, jitter))
                     _kill(process)
                     at_kills.append(_safe(read_progress))
                     if on_kill is not None:
                         on_kill(runs)
                     continue
-            process.wait(timeout=timeout)
+            _wait_end(process, timeout, watch)
         except BaseException:
             _kill(process)
             raise
@@ -180,18 +183,38 @@ def _safe(read: Callable[[], int]) -> int:
         return 0
 
 
+Watch = Callable[[subprocess.Popen[bytes]], None] | None
+
+
 def _wait_for(
-    process: subprocess.Popen[bytes], read: Callable[[], int], point: int, timeout: float
+    process: subprocess.Popen[bytes], read: Callable[[], int], point: int, timeout: float,
+    watch: Watch,
 ) -> bool:
     """Wait until the progress reaches ``point``; False when the process ended first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return False
+        if watch is not None:
+            watch(process)
         if _safe(read) >= point:
             return True
         time.sleep(_POLL)
     raise RuntimeError(f"no progress to {point} within {timeout}s")
+
+
+def _wait_end(process: subprocess.Popen[bytes], timeout: float, watch: Watch) -> None:
+    if watch is None:
+        process.wait(timeout=timeout)
+        return
+    deadline = time.monotonic() + timeout
+    while process.poll() is None:
+        watch(process)
+        try:
+            process.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                raise
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:

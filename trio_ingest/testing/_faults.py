@@ -36,6 +36,8 @@ class FlakySink(Sink):
         inner: The sink that really writes (default: a new ``Memory``).
         fail_first: The first N calls fail.
         failure_rate: Then each call fails with this probability.
+        flaky_until: ``failure_rate`` applies only while the loop clock is
+            before this time (an intermittent stretch that ends).
         fail_until: Calls fail while the loop clock is before this time
             (an outage that recovers).
         latency: ``(low, high)`` seconds of simulated latency per call.
@@ -56,6 +58,7 @@ class FlakySink(Sink):
         fail_first: int = 0,
         failure_rate: float = 0.0,
         fail_until: float | None = None,
+        flaky_until: float | None = None,
         latency: tuple[float, float] | None = None,
         seed: int | None = None,
         error: type[Exception] = TransientError,
@@ -67,6 +70,7 @@ class FlakySink(Sink):
         self.fail_first = fail_first
         self.failure_rate = failure_rate
         self.fail_until = fail_until
+        self.flaky_until = flaky_until
         self.latency = latency
         self.error = error
         self._rng = random.Random(seed)
@@ -86,7 +90,10 @@ class FlakySink(Sink):
         failing = (
             calls <= self.fail_first
             or (self.fail_until is not None and now < self.fail_until)
-            or self._rng.random() < self.failure_rate
+            or (
+                (self.flaky_until is None or now < self.flaky_until)
+                and self._rng.random() < self.failure_rate
+            )
         )
         self.calls.append((now, failing))
         if failing:
