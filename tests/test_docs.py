@@ -116,3 +116,34 @@ def test_the_troubleshooting_page_lists_the_messages_found_in_the_code() -> None
     total = sum(len(set(v)) for v in messages.values())
     assert rendered.count("\n| `") == total
     assert "<!-- error-messages -->" in (DOCS / "troubleshooting.md").read_text()
+
+
+# -- the README: short, with working links, its set-up and test commands, a running example --
+
+
+def test_the_readme_states_the_set_up_and_test_commands() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert "pip install -e '.[cli]' && trio-ingest demo" in text
+    assert "pip install -e '.[test]' && python -m pytest" in text  # what .ci/run runs
+    assert len(text.splitlines()) < 120
+
+
+def test_the_readme_links_resolve() -> None:
+    text = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(((?!https?:)[^)#]+)\)", text)
+    assert links and [link for link in links if not (ROOT / link).exists()] == []
+
+
+def test_the_readme_example_runs(tmp_path: Path) -> None:
+    import subprocess
+
+    text = (ROOT / "README.md").read_text()
+    code = re.search(r"## A pipeline in 20 lines\n\n```python\n(.*?)```", text, re.DOTALL)
+    assert code is not None
+    assert len(code.group(1).splitlines()) <= 20
+    done = subprocess.run(
+        [sys.executable, "-c", code.group(1)], cwd=tmp_path, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "'delivered': 9000" in done.stdout and "'balanced': True" in done.stdout
