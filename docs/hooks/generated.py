@@ -4,11 +4,15 @@
   on the source (``raise SomeError("...")`` and the command's ``fail("...")``),
   grouped by exception type, with where it is raised.
 * ``<!-- cli-help -->``: the ``--help`` of every ``trio-ingest`` command.
+
+It also drops the Sphinx roles the docstrings use (``:class:`Graph```), which
+Markdown would print as they are: the name stays, as code.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -130,3 +134,10 @@ def on_page_markdown(markdown: str, page: object, **kwargs: object) -> str:
     if "<!-- cli-help -->" in markdown:
         markdown = markdown.replace("<!-- cli-help -->", render_cli_help())
     return markdown
+
+
+_ROLE = re.compile(r":(?:py:)?(?:func|class|meth|data|attr|mod|exc|obj|const):(?=<code)")
+
+
+def on_page_content(html: str, page: object, **kwargs: object) -> str:
+    return _ROLE.sub("", html)
