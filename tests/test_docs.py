@@ -72,7 +72,7 @@ def test_every_public_name_has_a_reference_entry(module_name: str) -> None:
             continue  # a re-export, linked to the subpackage page that documents it
         else:
             missing.append(name)
-    assert missing == [], f"{page} has no entry for {missing}"
+    assert missing == [], f"{page} has no entry for {missing}: run docs/hooks/gen_reference.py"
 
 
 def test_top_level_re_exports_link_to_a_page_that_documents_them() -> None:
