@@ -2,7 +2,7 @@
 
 The pipeline under test is ``build()``: it validates orders and loads them. The
 tests feed it a source that sends duplicates, out-of-order and malformed
-records; a sink that fails its first writes, then goes down for ten minutes
+records; a sink that is down for ten minutes, then fails its first writes
 (virtual minutes: ``MockClock`` makes them instant); and they kill it with
 SIGKILL mid-run. Each time, the oracle checks that nothing was lost, doubled or
 invented.
@@ -69,8 +69,9 @@ def test_duplicates_disorder_and_malformed_records(ti_store, ti_dead_letters):
 
 
 def test_a_flaky_sink_then_a_ten_minute_outage(ti_store, ti_dead_letters, ti_clock):
-    # fails its first five writes; down from its first second on, for ten minutes
-    sink = OutageSink(FlakySink(ti_store, fail_first=5), start=1.0, duration=600.0)
+    # down for the first ten minutes; then its first five writes fail too
+    flaky = FlakySink(ti_store, fail_first=5)
+    sink = OutageSink(flaky, start=0.0, duration=600.0)
     source = ti.sources.from_iterable(ORDERS)
     report = run_with_mock_clock(build(source, sink, ti_dead_letters), clock=ti_clock)
     verdict = Oracle(e.id for e in ORDERS).verdict(
@@ -78,7 +79,7 @@ def test_a_flaky_sink_then_a_ten_minute_outage(ti_store, ti_dead_letters, ti_clo
     )
     verdict.assert_ok()
     assert ti_clock.current_time() > 600  # the outage was outlasted, in no real time
-    assert sink.failures > 0 and report.dead_lettered == 0
+    assert sink.failures > 0 and flaky.failures == 5 and report.dead_lettered == 0
 
 
 JOB = """

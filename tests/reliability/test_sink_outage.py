@@ -28,7 +28,6 @@ def run_sink_outage(
     outage: float = 300.0,
     capacity: int = 100,
     max_batch: int = 20,
-    seed: int = 0,
 ) -> dict[str, Any]:
     """Run ``events`` into a sink that is down for the first ``outage`` virtual seconds."""
     store = ti.sinks.Memory(idempotent=True)
@@ -42,7 +41,7 @@ def run_sink_outage(
 
     async def main() -> ti.RunReport:
         start = trio.current_time()
-        sink = ti.testing.FlakySink(store, fail_until=start + outage, seed=seed)
+        sink = ti.testing.OutageSink(store, start=0.0, duration=outage)
         pipeline = ti.Pipeline(
             ti.sources.from_iterable(make_events(events, payload_bytes=64)),
             ti.map(lambda p: p, workers=2, name="relay"),  # a second edge
