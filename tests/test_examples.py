@@ -77,6 +77,8 @@ def test_file_to_postgres(postgres_dsn: str, pg_table: str, tmp_path: Path) -> N
 
 
 def test_fastapi_app_feeds_its_pipeline_from_requests(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")  # the test extra has both
+    pytest.importorskip("hypercorn")
     db = tmp_path / "api.sqlite"
     out = figures(run("fastapi_app.py", os.fspath(db)).splitlines()[-1])
     assert out == {"posted": "200", "delivered": "200", "balanced": "True"}
