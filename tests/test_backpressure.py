@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import trio_ingest as ti
+from trio_ingest.testing import run_with_mock_clock
 
 
 @settings(max_examples=40, deadline=None)
@@ -66,4 +67,4 @@ def test_producer_blocks_once_the_edges_are_full(
             assert report.delivered == 0 and report.in_flight == report.received
             assert report.balanced
 
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    run_with_mock_clock(main)

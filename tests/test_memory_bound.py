@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 import trio_ingest as ti
+from trio_ingest.testing import run_with_mock_clock
 
 PAYLOAD = 64 * 1024  # bytes per event: large, so RSS is dominated by the events held
 
@@ -35,7 +36,7 @@ def blocked_in_flight(pipeline: ti.Pipeline) -> tuple[int, int]:
             out.extend([handle.report().in_flight, process.memory_info().rss - before])
             await handle.stop(timeout=1)
 
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    run_with_mock_clock(main)
     return out[0], out[1]
 
 

@@ -4,7 +4,7 @@ Needs Debian's ``chromium`` (``apt-get install -y chromium``) and the
 ``websockets`` package. Without Chromium the test skips, except under
 ``CI=true`` where it fails. Screenshots land in ``tests/artifacts/``; with
 ``TRIO_INGEST_DOCS_SCREENSHOTS=1`` they are also copied to ``docs/`` (the
-README's pictures).
+docs' pictures).
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ class Chromium:
 
 
 def _publish(path: Path) -> None:
-    """Copy an artifact to docs/ when asked to refresh the README's pictures."""
+    """Copy an artifact to docs/ when asked to refresh the docs' pictures."""
     if os.environ.get("TRIO_INGEST_DOCS_SCREENSHOTS") == "1":
         (ROOT / "docs").mkdir(exist_ok=True)
         shutil.copy(path, ROOT / "docs" / path.name)
@@ -209,7 +209,7 @@ async def test_dashboard_in_chromium(anyio_backend: str) -> None:
         try:
             browser.navigate(url)
             # four polls: rates come from successive snapshots, charts have lines
-            # (a longer run for the README's picture, so the charts show a history)
+            # (a longer run for the docs' picture, so the charts show a history)
             polls = 40 if os.environ.get("TRIO_INGEST_DOCS_SCREENSHOTS") == "1" else 4
             browser.wait_for(
                 f"!!document.body && Number(document.body.getAttribute('data-updates')) >= {polls}",

@@ -275,7 +275,7 @@ def test_dict_config_must_keep_existing_loggers() -> None:
         logging.config.dictConfig(base)  # the pitfall: existing loggers are disabled
         runtime.warning("lost")
         assert stream.getvalue() == "" and runtime.disabled
-        # the README's configuration
+        # the configuration of the observability guide
         logging.config.dictConfig({**base, "disable_existing_loggers": False})
         runtime.warning("kept", extra={"node": "db"})
         (line,) = json_lines(stream)
@@ -306,7 +306,7 @@ def test_structlog_recipe_keeps_the_extra_fields() -> None:
     finally:
         root.removeHandler(without)
     assert "node" not in json_lines(stream)[-1]  # extra= fields are dropped
-    # the README's recipe: ExtraAdder puts them in the event dict
+    # the observability guide's recipe: ExtraAdder puts them in the event dict
     recipe = handler_with([structlog.stdlib.add_log_level, structlog.stdlib.ExtraAdder()])
     root.addHandler(recipe)
     try:

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import trio_ingest as ti
 from trio_ingest.observe._prometheus import cumulative_buckets
 from trio_ingest.runtime._stats import Histogram
+from trio_ingest.testing import run_with_mock_clock
 
 pytestmark = pytest.mark.anyio
 
@@ -409,7 +410,7 @@ def test_backpressure_is_waiting_senders_and_share_of_time_full() -> None:
                 pytest.approx(edge["full_seconds"], abs=0.01))
             nursery.cancel_scope.cancel()
 
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    run_with_mock_clock(main)
 
 
 async def test_history_keeps_the_last_minutes_on_the_server() -> None:

@@ -256,30 +256,16 @@ async def test_a_failing_stage_is_an_error_and_its_dead_letters_hang_off_it(
     assert path_to_root(letter, by_id) == ["dead_letter", "check", "src"]
 
 
-class _Flaky(ti.Sink):
-    """Fails the first ``failures`` writes with a TransientError."""
-
-    def __init__(self, failures: int) -> None:
-        super().__init__(name="flaky")
-        self.failures = failures
-        self.written: list[Any] = []
-
-    async def write_batch(self, events: Any) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise ti.TransientError("server busy")
-        self.written += events
-
-
 async def test_retries_are_span_events(spans: InMemorySpanExporter) -> None:
-    sink = _Flaky(2)
+    store = ti.sinks.Memory()
+    sink = ti.testing.FlakySink(store, fail_first=2, name="flaky")
     sink.retry = ti.RetryPolicy(max_attempts=5, backoff=ti.ConstantBackoff(0.0))
     logging.getLogger("trio_ingest.runtime").setLevel(logging.ERROR)
     try:
         await ti.Pipeline(ti.sources.from_iterable(range(3), name="src"), sink=sink).run()
     finally:
         logging.getLogger("trio_ingest.runtime").setLevel(logging.NOTSET)
-    assert len(sink.written) == 3
+    assert len(store.events) == 3
     (write,) = [s for s in spans.get_finished_spans() if s.name == "flaky"]
     retries = [e for e in write.events if e.name == "retry"]
     assert [e.attributes["trio_ingest.attempt"] for e in retries] == [1, 2]

@@ -5,6 +5,7 @@ import trio
 import trio.testing
 
 import trio_ingest as ti
+from trio_ingest.testing import run_with_mock_clock
 
 
 def test_policies_are_values() -> None:
@@ -79,7 +80,7 @@ def _run_sink(
         report = await _pipeline(sink, dead, policy, n).run()
         return report, trio.current_time() - start
 
-    report, took = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    report, took = run_with_mock_clock(main)
     return report, dead, took
 
 

@@ -11,7 +11,7 @@ import anyio.to_thread
 import pytest
 
 import trio_ingest as ti
-from trio_ingest.testing import assert_accounted
+from trio_ingest.testing import assert_accounted, run_with_mock_clock
 
 pytestmark = pytest.mark.anyio
 
@@ -259,6 +259,6 @@ def test_blocked_producers_are_served_fairly() -> None:
             report = await handle.stop(timeout=5)
         assert report.balanced
 
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    run_with_mock_clock(main)
     assert min(counts) > 0
     assert max(counts) <= 2 * min(counts), counts

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import trio_ingest as ti
 from trio_ingest.stages.windows import Watermark
+from trio_ingest.testing import run_with_mock_clock
 
 BACKENDS = ("trio", "asyncio")
 
@@ -266,7 +267,7 @@ def test_sessions_split_on_the_gap_and_merge_when_an_event_bridges_them() -> Non
         report, results, dead = await _run_async(rows, win)
         seen.extend([report, results, dead])
 
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    run_with_mock_clock(main)
     report, results, dead = seen
     got = sorted(
         (
@@ -358,7 +359,7 @@ def test_idle_timeout_closes_windows_of_a_silent_input_under_a_mock_clock() -> N
             checks["report"] = report
         checks["all"] = [(e.payload["start"], e.payload["count"]) for e in sink.events]
 
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    run_with_mock_clock(main)
     # open windows hold their events' acknowledgements: nothing finished yet
     assert checks["in_flight_while_open"] == 3
     assert 30 <= checks["closed_after"] < 31

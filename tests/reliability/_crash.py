@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trio_ingest.sources._files import read_checkpoint
-
-from .oracle import Verdict, check, dead_letter_ids, sqlite_ids
+from trio_ingest.testing import Verdict, check, dead_letter_ids, sqlite_ids
 
 PROGRAMS = Path(__file__).with_name("_programs.py")
 
@@ -106,14 +105,18 @@ class IngestJob:
         except OSError:
             pass
 
+    def ingest_argv(self, *, batch: int = 50, shutdown: float = 10.0) -> list[str]:
+        """The end-user command ``trio-ingest ingest FILE --sqlite DB --table T`` on this job."""
+        return [sys.executable, "-m", "trio_ingest", "ingest", os.fspath(self.input),
+                "--sqlite", os.fspath(self.db), "--table", "events",
+                "--checkpoint", os.fspath(self.checkpoint), "--dead-letters",
+                os.fspath(self.dead), "--batch-size", str(batch), "--capacity", str(batch * 10),
+                "--shutdown-timeout", str(shutdown), "--quiet"]
+
     def start_ingest(self, *, batch: int = 50, shutdown: float = 10.0) -> subprocess.Popen[bytes]:
-        """Launch the end-user command ``trio-ingest ingest FILE --sqlite DB --table T``."""
+        """Launch :meth:`ingest_argv`."""
         return self._track(subprocess.Popen(
-            [sys.executable, "-m", "trio_ingest", "ingest", os.fspath(self.input),
-             "--sqlite", os.fspath(self.db), "--table", "events",
-             "--checkpoint", os.fspath(self.checkpoint), "--dead-letters", os.fspath(self.dead),
-             "--batch-size", str(batch), "--capacity", str(batch * 10),
-             "--shutdown-timeout", str(shutdown), "--quiet"],
+            self.ingest_argv(batch=batch, shutdown=shutdown),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,

@@ -185,48 +185,6 @@ class LedgerSink(ti.Sink):
             self.ledger.durable.update(e.id for e in events)
 
 
-class IntermittentSink(ti.Sink):
-    """Fails a fraction of writes with ``TransientError`` until ``until``, then recovers.
-
-    Records every call as ``(loop time, failed)`` so a test can read the retry
-    delays off the clock.
-    """
-
-    def __init__(
-        self,
-        inner: ti.Sink,
-        *,
-        failure_rate: float,
-        until: float,
-        seed: int = 0,
-        **options: Any,
-    ) -> None:
-        super().__init__(**options)
-        self.name = self.name or "intermittent"
-        self.inner = inner
-        self.failure_rate = failure_rate
-        self.until = until
-        self.calls: list[tuple[float, bool]] = []
-        self._rng = random.Random(seed)
-
-    async def open(self) -> None:
-        await self.inner.open()
-
-    async def write_batch(self, events: Sequence[ti.Event]) -> None:
-        now = anyio.current_time()
-        failing = now < self.until and self._rng.random() < self.failure_rate
-        self.calls.append((now, failing))
-        if failing:
-            raise ti.TransientError(f"injected failure at t={now:.3f}")
-        await self.inner.write_batch(events)
-
-    async def flush(self) -> None:
-        await self.inner.flush()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
 def make_events(n: int, prefix: str = "e", payload_bytes: int = 0) -> list[ti.Event]:
     """``n`` events with ids ``f"{prefix}{i}"`` and a payload of about ``payload_bytes``."""
     pad = "x" * payload_bytes

@@ -24,8 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import trio_ingest as ti
-
-from .oracle import check, dead_letter_records, memory_dead_letters, memory_ids, sqlite_ids
+from trio_ingest.testing import (
+    check,
+    dead_letter_records,
+    memory_dead_letters,
+    memory_ids,
+    sqlite_ids,
+)
 
 LIMIT = 4_096  # max_line_bytes of the source under test
 

@@ -20,13 +20,11 @@ import random
 from typing import Any
 
 import anyio
-import trio
-import trio.testing
 
 import trio_ingest as ti
+from trio_ingest.testing import check, run_with_mock_clock
 
 from ._support import Ledger, LedgerSink, RecordingSource, make_events
-from .oracle import check
 
 MODES = ("deadline", "after_read", "in_stage", "in_sink", "in_commit", "graceful")
 
@@ -195,9 +193,7 @@ def run_cancellation_fuzz(
     for seed in range(first_seed, first_seed + runs):
         mode = MODES[seed % len(MODES)]
         if backend == "trio":
-            figures = trio.run(
-                _one_run, seed, mode, 1.0, clock=trio.testing.MockClock(autojump_threshold=0)
-            )
+            figures = run_with_mock_clock(_one_run, seed, mode, 1.0)
         else:
             figures = anyio.run(_one_run, seed, mode, 0.1, backend=backend)
         totals["runs"] += 1

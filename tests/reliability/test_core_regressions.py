@@ -38,6 +38,7 @@ import trio
 import trio.testing
 
 import trio_ingest as ti
+from trio_ingest.testing import run_with_mock_clock
 
 pytestmark = pytest.mark.anyio
 
@@ -97,7 +98,7 @@ def test_cut_short_run_with_a_buffered_sink_still_balances() -> None:
         assert report is not None
         return report
 
-    report = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    report = run_with_mock_clock(main)
     assert report.received > 10 and not report.completed
     assert report.balanced, report.summary()
     # the last flush at the end acknowledged what it made durable, no more

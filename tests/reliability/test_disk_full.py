@@ -21,9 +21,9 @@ import anyio
 import pytest
 
 import trio_ingest as ti
+from trio_ingest.testing import dead_letter_ids
 
 from ._crash import IngestJob
-from .oracle import dead_letter_ids
 from .test_torn_checkpoint import failing_checkpoints
 
 

@@ -13,9 +13,7 @@ import trio
 import trio.testing
 
 import trio_ingest as ti
-
-from ._support import IntermittentSink
-from .oracle import check, memory_ids
+from trio_ingest.testing import check, memory_ids, run_with_mock_clock
 
 INITIAL = 0.01
 MAX_DELAY = 1.0
@@ -40,8 +38,9 @@ def run_flaky_sink(
 
     async def main() -> ti.RunReport:
         start = trio.current_time()
-        flaky = IntermittentSink(
-            store, failure_rate=failure_rate, until=start + flaky_for, seed=seed, max_batch=50
+        flaky = ti.testing.FlakySink(
+            store, failure_rate=failure_rate, flaky_until=start + flaky_for, seed=seed,
+            max_batch=50,
         )
         holder["sink"] = flaky
         # the source spreads the events over twice the flaky stretch, so both halves are seen
@@ -51,8 +50,8 @@ def run_flaky_sink(
         )
         return await pipeline.run()
 
-    report = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    flaky: IntermittentSink = holder["sink"]
+    report = run_with_mock_clock(main)
+    flaky: ti.testing.FlakySink = holder["sink"]
     verdict = check(
         [f"e{i}" for i in range(events)], memory_ids(store), memory_ids(dead), report
     )

@@ -1,8 +1,9 @@
 """Scenario 1, kill -9 mid-run: a checkpointed JSON Lines file into SQLite, SIGKILLed, restarted.
 
 ``trio-ingest run`` loads the file in a subprocess; the test kills it with
-SIGKILL when a random share of the file has been delivered (plus a random
-few milliseconds), restarts it, kills it again, and finally lets it finish.
+SIGKILL (through the test kit's crash harness, ``trio_ingest.testing.crash_until_done``)
+when a random share of the file has been delivered (plus a random few
+milliseconds), restarts it, kills it again, and finally lets it finish.
 Then the oracle: lost = 0, one row per distinct id, no unexpected id.
 
 Redeliveries are measured from the delivery log the sink keeps: a restart
@@ -13,79 +14,68 @@ checkpoint at each kill (the in-flight window) and reports both.
 
 from __future__ import annotations
 
-import random
-import time
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ._crash import IngestJob, finish, kill9, wait_for_log, wait_for_rows
-from .oracle import torn_dead_letter_lines
+from trio_ingest.testing import crash_until_done, dead_letter_ids, torn_dead_letter_lines
+
+from ._crash import PROGRAMS, IngestJob
 
 
 def run_kill9(
     workdir: Path, *, lines: int = 6_000, kills: int = 2, seed: int = 0, batch: int = 50,
     capacity: int = 500, command: str = "run",
 ) -> dict[str, Any]:
-    """Kill a file-to-SQLite load ``kills`` times at random points, then let it finish."""
+    """Kill a file-to-SQLite load ``kills`` times at random points, then let it finish.
+
+    The kit's crash harness does the killing and rerunning; this adds what only
+    this scenario measures: the in-flight window at each kill, and redeliveries.
+    """
     with IngestJob(workdir, lines, seed=seed) as job:
-        return _kill_and_restart(job, lines, kills, random.Random(seed), batch, capacity, command)
-
-
-def _kill_and_restart(
-    job: IngestJob, lines: int, kills: int, rng: random.Random, batch: int, capacity: int,
-    command: str,
-) -> dict[str, Any]:
-    windows: list[int] = []
-    done_kills = 0
-    runs = 0
-    while True:
-        runs += 1
-        assert runs <= kills + 5, "the load never finished"
+        windows: list[int] = []
         if command == "run":
-            process = job.start(batch=batch, capacity=capacity)
+            argv = [sys.executable, "-m", "trio_ingest", "run", "--quiet",
+                    f"{os.fspath(PROGRAMS)}:file_to_sqlite"]
+            env = job.env(batch=batch, capacity=capacity)
+            progress = lambda: len(set(job.delivered_log()))  # noqa: E731
         else:
-            process = job.start_ingest(batch=batch)
-        if done_kills < kills:
-            stored = len(job.rows()) if command != "run" else len(set(job.delivered_log()))
-            target = stored + int((len(job.valid) - stored) * rng.uniform(0.1, 0.6))
-            wait = wait_for_log if command == "run" else wait_for_rows
-            if wait(job, process, target):
-                # a random moment shortly after the target: mid-write, mid-commit, anywhere
-                time.sleep(rng.uniform(0, 0.03))
-                kill9(process, job)
-                done_kills += 1
-                windows.append(job.beyond_checkpoint())
-                continue
-        code, err = finish(process, job=job)
-        assert code == 0, f"run {runs} failed with exit code {code}: {err[-2000:]}"
-        break
-    verdict = job.verdict()
-    verdict.assert_ok()
-    rows = job.rows()
-    assert len(rows) == len(set(rows)) == len(job.valid), "one row per distinct id"
-    offset, _line = job.checkpoint_state()
-    assert offset == job.size, "the final checkpoint is at the end of the file"
-    figures: dict[str, Any] = {
-        "events": lines,
-        "kills": done_kills,
-        "runs": runs,
-        **verdict.figures(),
-        "torn_dead_letter_lines": torn_dead_letter_lines(job.dead),
-        "peak_rss_kb": job.peak_rss_kb,
-    }
-    if command == "run":
-        delivered = job.delivered_log()
-        duplicates = len(delivered) - len(set(delivered))
-        assert set(delivered) == set(job.valid)
-        # a restart redelivers only what lay past the checkpoint when it was killed
-        assert duplicates <= sum(windows), (duplicates, windows)
-        figures.update(
-            {"duplicates_delivered": duplicates, "window_at_kills": windows,
-             "max_window": max(windows, default=0)}
+            argv, env = job.ingest_argv(batch=batch), None
+            progress = lambda: len(job.rows())  # noqa: E731
+        result = crash_until_done(
+            argv, inputs=[*job.valid, *job.rejects], rows=job.rows,
+            dead=lambda: dead_letter_ids(job.dead), kills=kills, seed=seed, jitter=0.03,
+            progress=progress, on_kill=lambda _run: windows.append(job.beyond_checkpoint()),
+            watch=job.sample, env=env, timeout=120.0,
         )
-    return figures
+        verdict = result.verdict
+        verdict.assert_ok()
+        rows = job.rows()
+        assert len(rows) == len(set(rows)) == len(job.valid), "one row per distinct id"
+        offset, _line = job.checkpoint_state()
+        assert offset == job.size, "the final checkpoint is at the end of the file"
+        figures: dict[str, Any] = {
+            "events": lines,
+            "kills": result.kills,
+            "runs": result.runs,
+            **verdict.figures(),
+            "torn_dead_letter_lines": torn_dead_letter_lines(job.dead),
+            "peak_rss_kb": job.peak_rss_kb,
+        }
+        if command == "run":
+            delivered = job.delivered_log()
+            duplicates = len(delivered) - len(set(delivered))
+            assert set(delivered) == set(job.valid)
+            # a restart redelivers only what lay past the checkpoint when it was killed
+            assert duplicates <= sum(windows), (duplicates, windows)
+            figures.update(
+                {"duplicates_delivered": duplicates, "window_at_kills": windows,
+                 "max_window": max(windows, default=0)}
+            )
+        return figures
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

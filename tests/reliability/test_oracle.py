@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .oracle import check, dead_letter_ids, torn_dead_letter_lines
+from trio_ingest.testing import check, dead_letter_ids, torn_dead_letter_lines
 
 
 def test_a_clean_run_passes() -> None:

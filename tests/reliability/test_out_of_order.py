@@ -23,10 +23,10 @@ import trio
 import trio.testing
 
 import trio_ingest as ti
+from trio_ingest.testing import check, run_with_mock_clock
 
 from ._crash import IngestJob
 from ._support import Ledger, LedgerSink, RecordingSource, make_events
-from .oracle import check
 
 
 def _shuffler(seed: int, workers: int) -> Any:
@@ -67,9 +67,7 @@ def run_out_of_order(
         assert report is not None
         return source, report, source.unfinished()
 
-    source, report, unfinished = trio.run(
-        first_run, clock=trio.testing.MockClock(autojump_threshold=0)
-    )
+    source, report, unfinished = run_with_mock_clock(first_run)
     assert not source.violations, source.violations[:3]
     assert report.balanced, report.summary()
     committed = source.committed
@@ -91,7 +89,7 @@ def run_out_of_order(
         )
         return again, await pipeline.run()
 
-    again, report2 = trio.run(restart, clock=trio.testing.MockClock(autojump_threshold=0))
+    again, report2 = run_with_mock_clock(restart)
     assert not again.violations, again.violations[:3]
     redelivered = set(arrival) & {e.id for e in inputs[:read]}
     before_watermark = {e.id for e in inputs[:committed]}

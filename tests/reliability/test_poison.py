@@ -14,13 +14,11 @@ from collections import Counter
 from typing import Any
 
 import pytest
-import trio
-import trio.testing
 
 import trio_ingest as ti
+from trio_ingest.testing import check, memory_dead_letters, memory_ids, run_with_mock_clock
 
 from ._support import make_events
-from .oracle import check, memory_dead_letters, memory_ids
 
 MAX_ATTEMPTS = 4
 
@@ -67,7 +65,7 @@ def run_poison(
         )
         return await pipeline.run()
 
-    report = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    report = run_with_mock_clock(main)
     verdict = check([e.id for e in inputs], memory_ids(store), memory_ids(dead), report)
     verdict.assert_ok()
     assert poison, "no poison drawn: raise the rate"

@@ -15,9 +15,9 @@ import trio
 import trio.testing
 
 import trio_ingest as ti
+from trio_ingest.testing import check, memory_ids, run_with_mock_clock
 
 from ._support import make_events
-from .oracle import check, memory_ids
 
 PAUSE_WITHIN = 5.0  # virtual seconds after which intake must have stopped
 
@@ -28,7 +28,6 @@ def run_sink_outage(
     outage: float = 300.0,
     capacity: int = 100,
     max_batch: int = 20,
-    seed: int = 0,
 ) -> dict[str, Any]:
     """Run ``events`` into a sink that is down for the first ``outage`` virtual seconds."""
     store = ti.sinks.Memory(idempotent=True)
@@ -42,7 +41,7 @@ def run_sink_outage(
 
     async def main() -> ti.RunReport:
         start = trio.current_time()
-        sink = ti.testing.FlakySink(store, fail_until=start + outage, seed=seed)
+        sink = ti.testing.OutageSink(store, start=0.0, duration=outage)
         pipeline = ti.Pipeline(
             ti.sources.from_iterable(make_events(events, payload_bytes=64)),
             ti.map(lambda p: p, workers=2, name="relay"),  # a second edge
@@ -69,7 +68,7 @@ def run_sink_outage(
             nursery.cancel_scope.cancel()
         return report
 
-    report = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    report = run_with_mock_clock(main)
     bound: int = out["bound"]
     verdict = check([f"e{i}" for i in range(events)], memory_ids(store), memory_ids(dead), report)
     verdict.assert_ok()

@@ -31,9 +31,9 @@ import pytest
 
 import trio_ingest as ti
 from trio_ingest.sources._files import read_checkpoint
+from trio_ingest.testing import sqlite_ids
 
 from ._crash import PROGRAMS, IngestJob, finish
-from .oracle import sqlite_ids
 
 
 @contextlib.contextmanager

@@ -316,8 +316,10 @@ class PipelineModel(GraphModel):
         source: Where events come from.
         *stages: Applied in order.
         sink: Where delivered events go.
-        dead_letter, retry, capacity, max_batch, shutdown_timeout, commit_timeout,
-        dead_letter_budget: As for :class:`Graph`.
+
+    The keyword arguments ``dead_letter``, ``retry``, ``capacity``, ``max_batch``,
+    ``shutdown_timeout``, ``commit_timeout`` and ``dead_letter_budget`` are as for
+    :class:`Graph`.
     """
 
     def __init__(

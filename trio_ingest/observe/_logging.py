@@ -15,7 +15,8 @@ Two pitfalls when an application configures logging itself:
 * structlog's ``ProcessorFormatter`` drops ``extra=`` fields unless its
   ``foreign_pre_chain`` has ``structlog.stdlib.ExtraAdder()``.
 
-The README shows both configurations; ``tests/test_observe_logging.py`` runs them.
+The observability guide (``docs/howto/observability.md``) shows both configurations;
+``tests/test_observe_logging.py`` runs them.
 """
 
 from __future__ import annotations

@@ -74,7 +74,8 @@ class RedisStreams(Sink):
             read them are lost to it: size it well above the group's lag.
         partitions: Number of partition streams, or ``None`` for one stream.
         timeout: Seconds to wait for a connection or a reply.
-        name, retry, workers, max_batch, max_wait, breaker: As for :class:`Sink`.
+        **options: ``name``, ``retry``, ``workers``, ``max_batch``, ``max_wait``,
+            ``breaker``: as for :class:`Sink`.
 
     Raises:
         ConfigError: An argument is invalid.

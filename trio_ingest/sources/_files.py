@@ -900,8 +900,9 @@ class JsonLines(_FileSource):
             file must only grow: a truncated file fails the source, and a
             rotated (renamed and recreated) one is not followed to the new file.
         poll_interval: Seconds between polls at the end of a followed file.
-        id_field, key_field, time_field: The fields holding the event's id,
-            key and event time.
+        id_field: The field holding the event's id.
+        key_field: The field holding the event's key.
+        time_field: The field holding the event's time.
         max_line_bytes: Longest accepted line, in bytes without its newline.
         rate: Most records per second (``None``: as fast as the pipeline takes them).
         commit_interval: Least seconds between two checkpoint writes (each is
@@ -1035,10 +1036,11 @@ class CSV(_FileSource):
     than ``max_line_bytes``) are dead-lettered with their reason and line
     number; blank lines are skipped.
 
+    The arguments ``path``, ``checkpoint``, ``destination``, ``follow``,
+    ``poll_interval``, ``id_field``, ``key_field``, ``time_field``,
+    ``max_line_bytes``, ``rate`` and ``commit_interval`` are as for :class:`JsonLines`.
+
     Args:
-        path, checkpoint, destination, follow, poll_interval, id_field,
-        key_field, time_field, max_line_bytes, rate, commit_interval: As for
-            :class:`JsonLines`.
         fieldnames: Column names; ``None`` reads them from the first row.
         delimiter: The field separator.
         quotechar: The quote character (a quote inside a quoted field is doubled).
@@ -1047,7 +1049,8 @@ class CSV(_FileSource):
             value that looks like an integer, a float or a boolean becomes one.
         converters: ``{column: function}`` applied to a column's string value
             (after ``schema``); a failure dead-letters the row with the error.
-        name: Node name (default ``"csv"``).
+        **options: The arguments shared with :class:`JsonLines` (above), and
+            ``name``: the node name (default ``"csv"``).
 
     Raises:
         ConfigError: An argument is invalid.

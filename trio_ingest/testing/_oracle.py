@@ -1,4 +1,4 @@
-"""The oracle every reliability scenario ends with: was anything lost, doubled or invented?
+"""The accounting oracle: was anything lost, doubled or invented?
 
 It compares the ids that went *in* against what came *out*: the rows of the
 sink (a SQLite table, or a memory sink) plus the dead-letter records (a JSON
@@ -28,9 +28,12 @@ from typing import Any
 
 import attrs
 
-import trio_ingest as ti
+from .._event import DeadLetter
+from ..runtime._report import RunReport
+from ..sinks._memory import Memory
 
 __all__ = (
+    "Oracle",
     "Verdict",
     "check",
     "check_accounting",
@@ -121,7 +124,7 @@ def check(
     inputs: Iterable[str],
     rows: Iterable[str],
     dead: Iterable[str] = (),
-    report: ti.RunReport | None = None,
+    report: RunReport | None = None,
     *,
     filtered: Iterable[str] = (),
 ) -> Verdict:
@@ -156,8 +159,48 @@ def check(
     )
 
 
-def check_accounting(report: ti.RunReport) -> tuple[bool, str]:
-    """The report's invariant, and its figures as a line (for messages)."""
+class Oracle:
+    """The ids that went in, checked against what came out.
+
+    Make one with the input ids before the run; after it, hand ``verdict()``
+    what the sinks and the dead-letter sink hold::
+
+        oracle = ti.testing.Oracle(e.id for e in events)
+        report = ti.testing.run_with_mock_clock(pipeline)
+        oracle.verdict(
+            ti.testing.memory_ids(store), ti.testing.memory_ids(dead), report
+        ).assert_ok()
+
+    Args:
+        inputs: Every id that goes in (repeats are one id).
+        filtered: Ids a stage drops on purpose: accounted, not lost.
+    """
+
+    def __init__(self, inputs: Iterable[str], *, filtered: Iterable[str] = ()) -> None:
+        self.inputs = frozenset(inputs)
+        self.filtered = frozenset(filtered)
+
+    def verdict(
+        self,
+        rows: Iterable[str],
+        dead: Iterable[str] = (),
+        report: RunReport | None = None,
+    ) -> Verdict:
+        """Compare the inputs with the sink's ``rows`` and the ``dead`` letters' ids.
+
+        Args:
+            rows: The id of every sink row, repeats included.
+            dead: The event id of every dead-letter record, repeats included.
+            report: The run's report, for the accounting invariant (optional).
+        """
+        return check(self.inputs, rows, dead, report, filtered=self.filtered)
+
+
+def check_accounting(report: RunReport) -> tuple[bool, str]:
+    """The report's invariant, and its figures as a line (for messages).
+
+    A completed run must also have nothing in flight.
+    """
     line = (
         f"received {report.received} + expanded {report.expanded} vs delivered "
         f"{report.delivered} + dead_lettered {report.dead_lettered} + filtered "
@@ -248,15 +291,16 @@ def dead_letter_ids(path: str | os.PathLike[str]) -> list[str]:
     return [str(r["event"]["id"]) for r in dead_letter_records(path)]
 
 
-def memory_ids(sink: ti.sinks.Memory) -> list[str]:
+def memory_ids(sink: Memory) -> list[str]:
     """Ids a memory sink stored (repeats kept unless it is idempotent)."""
     return [e.id for e in sink.events]
 
 
-def memory_dead_letters(sink: ti.sinks.Memory) -> list[ti.DeadLetter]:
+def memory_dead_letters(sink: Memory) -> list[DeadLetter]:
     """The dead-letter records a memory dead-letter sink holds."""
     letters = []
     for e in sink.events:
-        assert isinstance(e.payload, ti.DeadLetter), e
+        if not isinstance(e.payload, DeadLetter):
+            raise AssertionError(f"not a dead-letter record: {e!r:.200}")
         letters.append(e.payload)
     return letters
