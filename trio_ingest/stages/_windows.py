@@ -505,7 +505,10 @@ class _Run:
         assert merge is not None
         acc = agg.add(agg.initial(), payload)  # may raise before anything changes
         sessions = self.sessions.setdefault(key, [])
-        touching = [s for s in sessions if s.start < end and t < s.end]
+        # a session the watermark already closed takes no more events, emitted or not yet
+        # (it is emitted after this batch): merging depends on the watermark, not on batching
+        edge = self.wm.value - self.lateness
+        touching = [s for s in sessions if s.start < end and t < s.end and s.end > edge]
         if not touching:
             w = _Window(key, t, end, acc)
         else:
