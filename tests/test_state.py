@@ -14,6 +14,7 @@ import pytest
 
 import trio_ingest as ti
 from trio_ingest.sources._files import read_checkpoint
+from trio_ingest.stages._stateful import StatefulStage
 from trio_ingest.state import Checkpoint, StateError, decode, encode
 
 pytestmark = pytest.mark.anyio
@@ -101,15 +102,40 @@ async def test_a_source_that_cannot_seek_is_refused_with_a_durable_store(tmp_pat
 
 
 async def test_a_stage_that_cannot_checkpoint_is_refused(tmp_path: Path) -> None:
+    class Opaque(StatefulStage):
+        kind = "opaque"
+
     path = write_lines(tmp_path / "in.jsonl", [{"id": 1, "ts": 0.0}])
     pipeline = ti.Pipeline(
         ti.sources.JsonLines(path, time_field="ts"),
-        ti.reorder(1.0, name="order"),
+        Opaque("blob"),
         sink=ti.sinks.Memory(),
         state=ti.state.SQLite(tmp_path / "s.db"),
     )
-    with pytest.raises(ti.ConfigError, match=r"stage 'order' \(reorder\) cannot keep its state"):
+    with pytest.raises(ti.ConfigError, match=r"stage 'blob' \(opaque\) cannot keep its state"):
         await pipeline.run()
+
+
+async def test_reorder_keeps_its_held_events_across_a_stop(tmp_path: Path) -> None:
+    rows = stream(300, seed=9, users=2, step=0.5)
+    path = write_lines(tmp_path / "in.jsonl", rows[:200])
+
+    def build(src: ti.Source, sink: ti.Sink) -> ti.Pipeline:
+        return ti.Pipeline(src, ti.reorder(DELAY, name="order"), sink=sink,
+                           dead_letter=ti.sinks.Memory(), checkpoint_interval=0.05,
+                           state=ti.state.SQLite(tmp_path / "state.db"))
+
+    first, second = ti.sinks.Memory(), ti.sinks.Memory()
+    src = ti.sources.JsonLines(path, time_field="ts", follow=True, poll_interval=0.01)
+    r1 = await run_until_read_then_stop(build(src, first), "order", 200)
+    write_lines(path, rows[200:], mode="a")
+    r2 = await build(ti.sources.JsonLines(path, time_field="ts"), second).run()
+    times = [e.event_time for e in [*first.events, *second.events]]
+    assert times == sorted(times)  # in order across the stop, none lost, none twice
+    ids = [e.id for e in [*first.events, *second.events]]
+    late = r1.nodes["order"].late + r2.nodes["order"].late
+    assert len(ids) == len(set(ids)) == 300 - late
+    assert r1.balanced and r2.balanced and r2.in_flight == 0
 
 
 # -- restoring -----------------------------------------------------------------------------

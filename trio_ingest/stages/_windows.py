@@ -27,7 +27,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
 from .._acks import AckToken
@@ -769,12 +769,14 @@ class Reorder(StatefulStage):
             raise ConfigError(f"'partition' must be callable: {partition!r}")
         self.partition = partition
         super().__init__(name)
+        self._wm: Watermark | None = None
+        self._held: list[tuple[float, int, Event, Any, AckToken | None]] = []
+        self._seq: Iterator[int] = itertools.count()
+        self._restore: Any = None
 
     async def work(self, ctx: StageContext) -> None:
         """Hold events until the watermark passes them, then emit them oldest first."""
-        wm = Watermark(self.max_delay, self.idle_timeout)
-        held: list[tuple[float, int, Event, Any, AckToken]] = []
-        seq = itertools.count()
+        wm, held, seq = self._begin(ctx)
         partfn = self.partition
         stats = ctx.stats
         ended = False
@@ -783,6 +785,8 @@ class Reorder(StatefulStage):
             now = started = ctx.clock()
             n_in = 0
             if got is None:
+                if ctx.durable and ctx.stop_requested():
+                    return  # a graceful stop: the held events go into the last checkpoint
                 ended = True
                 wm.end()
             elif got.payloads:
@@ -809,17 +813,76 @@ class Reorder(StatefulStage):
                         errors = [(LateEventError(r), 1) for r in reasons]
                         await ctx.dead_letter(stats, got, late, errors)
             wm.refresh(now)
-            out: list[tuple[float, int, Event, Any, AckToken]] = []
+            out: list[tuple[float, int, Event, Any, AckToken | None]] = []
             while held and held[0][0] <= wm.value:
                 out.append(heapq.heappop(held))
+            tokens = self._tokens_of(ctx, out)  # in hand before the first await
             for i in range(0, len(out), ctx.max_batch):
                 part_out = out[i : i + ctx.max_batch]
                 await ctx.forward(
                     Batch([o[2] for o in part_out], [o[3] for o in part_out],
-                          [o[4] for o in part_out])
+                          tokens[i : i + ctx.max_batch])
                 )
             if n_in or out:
                 stats.record_batch(n_in, len(out), ctx.clock() - started)
+
+    # -- checkpointing --------------------------------------------------------------
+    checkpoints = True
+
+    def _begin(
+        self, ctx: StageContext
+    ) -> tuple[Watermark, list[tuple[float, int, Event, Any, AckToken | None]], Iterator[int]]:
+        self._wm = wm = Watermark(self.max_delay, self.idle_timeout)
+        held: list[tuple[float, int, Event, Any, AckToken | None]] = []
+        self._held = held
+        self._seq = seq = itertools.count()
+        state, self._restore = self._restore, None
+        if state is not None:
+            # restored events carry no token: the checkpoint finished their reads
+            for t, ident, key, payload, headers in state["held"]:
+                event = Event(ident, payload, key, t, headers)
+                heapq.heappush(held, (t, next(seq), event, payload, None))
+            wm.value = -_inf if state["watermark"] is None else state["watermark"]
+            now = ctx.clock()
+            for p, t in state["partitions"]:
+                wm._max[p] = t
+                wm._seen[p] = now
+        return wm, held, seq
+
+    @staticmethod
+    def _tokens_of(
+        ctx: StageContext, out: list[tuple[float, int, Event, Any, AckToken | None]]
+    ) -> list[AckToken]:
+        missing = sum(1 for o in out if o[4] is None)
+        made = ctx.from_state(missing) if missing else None
+        return [o[4] if o[4] is not None else made for o in out]  # type: ignore[misc]
+
+    def snapshot_state(self) -> Any:
+        """The held events ``[time, id, key, payload, headers]`` and the watermark."""
+        if self._restore is not None or self._wm is None:
+            return self._restore or {"held": [], "watermark": None, "partitions": []}
+        wm = self._wm
+        return {
+            "held": [[e.event_time, e.id, e.key, p, dict(e.headers)]
+                     for _t, _s, e, p, _tok in sorted(self._held, key=lambda h: h[:2])],
+            "watermark": wm.value if math.isfinite(wm.value) else None,
+            "partitions": [[p, t] for p, t in wm._max.items()],
+        }
+
+    def restore_state(self, state: Any) -> None:
+        """Start the next run holding these events, with this watermark."""
+        self._restore = state
+        self._wm = None
+
+    def release_tokens(self) -> list[AckToken]:
+        """The tokens of the held events (their reads may commit: the state holds them)."""
+        tokens: list[AckToken] = []
+        held = self._held
+        for i, entry in enumerate(held):
+            if entry[4] is not None:
+                tokens.append(entry[4])
+                held[i] = (*entry[:4], None)  # the same order key: the heap stays a heap
+        return tokens
 
 
 def reorder(
