@@ -358,3 +358,44 @@ async def test_sliding_and_session_windows_resume_as_if_never_stopped(
     assert len(got) == len(first_sink.events) + len(second_sink.events)  # none emitted twice
     assert got == expected
     assert first.balanced and second.balanced and second.in_flight == 0
+
+
+async def test_a_graph_takes_state_too_and_its_late_port_works(tmp_path: Path) -> None:
+    rows = [{"id": 1, "user": "a", "amount": 1, "ts": 1.0},
+            {"id": 2, "user": "a", "amount": 2, "ts": 30.0},
+            {"id": 3, "user": "a", "amount": 4, "ts": 2.0}]  # late: [0, 10) closed at 25
+    path = write_lines(tmp_path / "in.jsonl", rows)
+    graph = ti.Graph(state=ti.state.SQLite(tmp_path / "state.db"), checkpoint_interval=1.0)
+    graph.add_source(ti.sources.JsonLines(path, time_field="ts"), name="in")
+    graph.add_stage(ti.windows.tumbling(10.0, key=lambda p: p["user"], agg=ti.agg.sum("amount"),
+                                        max_delay=DELAY, name="w"), inputs="in")
+    results, late = ti.sinks.Memory(), ti.sinks.Memory()
+    graph.add_sink(results, inputs="w")
+    graph.add_sink(late, inputs=[("w", "late")])
+    report = await graph.run()
+    assert sorted((e.id, e.payload["value"]) for e in results.events) == [
+        ("w:a:0.0", 1), ("w:a:30.0", 2)]
+    assert [e.id for e in late.events] == ["3"]
+    assert report.balanced and report.committed["in"] == path.stat().st_size
+    got = ti.state.SQLite(tmp_path / "state.db").load()
+    assert got is not None and got.offsets["in"]["offset"] == path.stat().st_size
+    assert decode(*got.stages["w"])["windows"] == []  # the input ended: every window emitted
+
+
+def test_the_guide_example_runs_as_written(tmp_path: Path) -> None:
+    import re
+    import subprocess
+    import sys
+
+    guide = Path(__file__).resolve().parents[1] / "docs" / "guide" / "state.md"
+    example = re.findall(r"```python\n(.*?)```", guide.read_text(), re.S)[-1]
+    (tmp_path / "example.py").write_text(example)
+    done = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [
+        "['alice 0: 10 (1)', 'bob 0: 5 (1)']",
+        "5 late by 7.0 s (window [0, 10) closed at watermark 11.0)",
+        "1",
+        "['alice 0: 10 (1)', 'alice 10: 10 (3)', 'bob 0: 5 (1)']",
+    ]

@@ -65,7 +65,7 @@ class Checkpointer:
         }
         for name in self.layout["sources"]:
             source = rt.graph.nodes[name].obj
-            if not source.seekable:
+            if not source.seekable and not source.placeholder:  # a placeholder never reads
                 raise ConfigError(
                     f"source {name!r} ({type(source).__name__}) cannot seek, so it cannot "
                     f"resume from the durable state store {store!r}: run it without 'state='"
@@ -176,11 +176,18 @@ class Checkpointer:
         ledger = rt.ledger
         self._resume = resume = anyio.Event()
         try:
-            while True:
-                self._release()
-                if ledger.in_flight == 0:
-                    break
-                await anyio.sleep(_POLL)
+            # a stage that holds events for long (a custom stage's buffer) must not stall the
+            # sources: past the bound this epoch is skipped, the next one tries again
+            with anyio.move_on_after(rt.graph.commit_timeout) as waited:
+                while True:
+                    self._release()
+                    if ledger.in_flight == 0:
+                        break
+                    await anyio.sleep(_POLL)
+            if waited.cancelled_caught:
+                log.warning("checkpoint skipped: %d event(s) still in flight after %.1f s",
+                            ledger.in_flight, rt.graph.commit_timeout)
+                return
             # the cut: nothing in flight, every event read is finished or in stage state
             stages = {name: encode(stage.snapshot_state()) for name, stage in self.stages.items()}
             commits: list[tuple[SourceRunner, list[Any]]] = []
