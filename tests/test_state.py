@@ -399,3 +399,45 @@ def test_the_guide_example_runs_as_written(tmp_path: Path) -> None:
         "1",
         "['alice 0: 10 (1)', 'alice 10: 10 (3)', 'bob 0: 5 (1)']",
     ]
+
+
+def test_a_pipeline_file_takes_a_state_store(tmp_path: Path) -> None:
+    import textwrap
+
+    from click.testing import CliRunner
+
+    from trio_ingest.cli._app import cli
+
+    module = f"statemod_{tmp_path.name[-8:]}"
+    (tmp_path / f"{module}.py").write_text("def user(p):\n    return p['user']\n")
+    rows = stream(200, seed=4)
+    write_lines(tmp_path / "in.jsonl", rows)
+    (tmp_path / "win.toml").write_text(textwrap.dedent(f"""
+        [pipeline]
+        state = "state.db"
+        checkpoint_interval = 0.5
+        [source]
+        type = "jsonl"
+        path = "in.jsonl"
+        time_field = "ts"
+        [[stages]]
+        type = "tumbling"
+        size = 10.0
+        max_delay = 5.0
+        key = "{module}:user"
+        agg = "sum:amount"
+        name = "spend"
+        [sink]
+        type = "sqlite"
+        path = "out.db"
+        table = "spend"
+        [dead_letter]
+        type = "memory"
+    """))
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "win.toml")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    expected, _late = reference(rows)
+    assert {i: p["value"] for i, p in table(tmp_path / "out.db").items()} == {
+        i: w["value"] for i, w in expected.items()}
+    stored = ti.state.SQLite(tmp_path / "state.db").load()
+    assert stored is not None and stored.offsets["jsonlines"]["line"] == 200

@@ -202,8 +202,12 @@ class Checkpointer:
             resume.set()  # the state is encoded: the sources go on while it is written
         self.epoch += 1
         checkpoint = Checkpoint(self.epoch, self.layout, stages, offsets)
-        with anyio.CancelScope(shield=True):
+        with anyio.move_on_after(rt.cleanup_timeout(), shield=True) as saving:
             await anyio.to_thread.run_sync(self.store.save, checkpoint, limiter=self._limiter)
+        if saving.cancelled_caught:  # not known to be saved: the sources commit nothing
+            log.warning("checkpoint epoch %d was not written within %.1f s", self.epoch,
+                        rt.cleanup_timeout())
+            return
         self.offsets.update(offsets)
         for runner, taken in commits:
             with anyio.move_on_after(rt.cleanup_timeout(), shield=True):
@@ -212,5 +216,5 @@ class Checkpointer:
 
     async def aclose(self) -> None:
         """Close the store's connection."""
-        with anyio.CancelScope(shield=True):
+        with anyio.move_on_after(self.rt.cleanup_timeout(), shield=True):
             await anyio.to_thread.run_sync(self.store.close, limiter=self._limiter)
