@@ -502,3 +502,29 @@ async def test_a_cut_a_stage_holds_back_is_skipped_not_a_stall(
     assert sorted(e.payload["count"] for e in sink.events) == [10, 10, 10, 10]
     stored = ti.state.SQLite(tmp_path / "state.db").load()
     assert stored is not None and stored.offsets["jsonlines"]["line"] == 40
+
+
+async def test_a_serving_pipeline_keeps_its_windows_across_a_restart(tmp_path: Path) -> None:
+    def build(sink: ti.Sink) -> ti.Pipeline:
+        win = ti.windows.tumbling(SIZE, key=lambda p: p["user"], agg=ti.agg.sum("amount"),
+                                  name="w")
+        return ti.Pipeline(ti.sources.from_iterable([]), win, sink=sink,
+                           state=ti.state.SQLite(tmp_path / "state.db"))
+
+    first = ti.sinks.Memory()
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(build(first).serve)
+        await handle.send_batch([ti.Event(f"e{i}", {"user": "a", "amount": i}, event_time=i)
+                                 for i in range(1, 4)])
+        report = await handle.stop()
+    assert first.events == [] and report.in_flight == 0 and report.balanced
+    second = ti.sinks.Memory()
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(build(second).serve)
+        await handle.send(ti.Event("late-enough", {"user": "a", "amount": 10}, event_time=25.0))
+        await wait_for(lambda: len(second.events) == 1)
+        report = await handle.stop()
+    # the window [0, 10) of the first run closed in the second, with its stored sum
+    assert [(e.id, e.payload["value"], e.payload["count"]) for e in second.events] == [
+        ("w:a:0.0", 6, 3)]
+    assert report.balanced

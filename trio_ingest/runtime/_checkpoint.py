@@ -10,7 +10,8 @@ short, the :class:`Checkpointer`:
    is in flight: every event read so far is written, dead-lettered, filtered or
    folded into stage state;
 3. takes every stateful stage's state and every source's last offset, encodes
-   them, lets the sources go on, and writes them in one store transaction;
+   them (in a worker thread, the sources still paused), lets the sources (and the
+   serving handle) go on, and writes them in one store transaction;
 4. then calls each source's own ``commit`` with the offsets that checkpoint covers.
 
 On start, the stored checkpoint is restored: each stage's state, and each source
@@ -189,7 +190,7 @@ class Checkpointer:
                             ledger.in_flight, rt.graph.commit_timeout)
                 return
             # the cut: nothing in flight, every event read is finished or in stage state
-            stages = {name: encode(stage.snapshot_state()) for name, stage in self.stages.items()}
+            snapshots = {name: stage.snapshot_state() for name, stage in self.stages.items()}
             commits: list[tuple[SourceRunner, list[Any]]] = []
             offsets: dict[str, Any] = {}
             for runner in rt.source_runners:
@@ -197,6 +198,10 @@ class Checkpointer:
                 if taken:
                     commits.append((runner, taken))
                     offsets[runner.name] = runner.source.offset_state(taken[-1])
+            # encoded in a thread (a million windows take seconds), the sources still paused:
+            # nothing enters, so nothing changes what the snapshot refers to
+            stages = await anyio.to_thread.run_sync(_encode_all, snapshots,
+                                                    limiter=self._limiter)
         finally:
             self._resume = None
             resume.set()  # the state is encoded: the sources go on while it is written
@@ -218,3 +223,7 @@ class Checkpointer:
         """Close the store's connection."""
         with anyio.move_on_after(self.rt.cleanup_timeout(), shield=True):
             await anyio.to_thread.run_sync(self.store.close, limiter=self._limiter)
+
+
+def _encode_all(snapshots: dict[str, Any]) -> dict[str, tuple[str, bytes]]:
+    return {name: encode(state) for name, state in snapshots.items()}
