@@ -88,6 +88,8 @@ class Checkpointer:
         """
         self._lock = anyio.Lock()
         self._limiter = anyio.CapacityLimiter(1)
+        # made here, entered by run_periodic: a final() that comes first cancels it beforehand
+        self._loop_scope = anyio.CancelScope()
         stored = await anyio.to_thread.run_sync(self.store.load, limiter=self._limiter)
         if stored is None:
             return
@@ -141,7 +143,8 @@ class Checkpointer:
     # -- taking checkpoints -----------------------------------------------------------
     async def run_periodic(self) -> None:
         """Take a checkpoint every ``interval`` seconds until :meth:`final` stops it."""
-        with anyio.CancelScope() as self._loop_scope:
+        assert self._loop_scope is not None
+        with self._loop_scope:
             while True:
                 await anyio.sleep(self.interval)
                 await self.checkpoint()
