@@ -796,10 +796,10 @@ def checkpoint(cfg: Config, runner: Runner) -> ScenarioResult:
     )
     n = cfg.checkpoint_n
     base: dict[str, float] = {}
-    for label, sink, state, interval in VARIANTS:
+    for label, sink, state, interval, users in VARIANTS:
         outcome = runner.measure(
             "checkpoint", "trio_ingest_checkpoint", n, repeat=cfg.repeat, label=label,
-            sink=sink, state=state, interval=interval,
+            sink=sink, state=state, interval=interval, users=users,
         )
         rate = _finite(outcome.rate) if outcome.ok else None
         if not state and rate:

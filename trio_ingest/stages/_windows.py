@@ -247,7 +247,6 @@ class WindowStage(StatefulStage):
             if n_in or n_out:
                 ctx.stats.record_batch(n_in, n_out, clock() - started)
 
-
     # -- checkpointing (separate from the fold loops) -----------------------------
     checkpoints = True
 
