@@ -5,8 +5,9 @@ times 1 ms apart with up to 2 s of disorder) is read by
 ``ti.sources.JsonLines(time_field="ts")``, summed per user in 10 s tumbling
 windows (``max_delay=2``) and written to a Null sink or a fresh SQLite table;
 once without a state store (windows hold their events' acks, the baseline) and
-once with ``state=ti.state.SQLite(path)`` at several checkpoint intervals. Prints events/s, the ratio to the stateless run with the same sink,
-and the checkpoints taken; writes them to ``benchmarks/results/state.json``.
+once with ``state=ti.state.SQLite(path)`` at several checkpoint intervals.
+Prints events/s, the ratio to the stateless run with the same sink, and the
+checkpoints taken; writes them to ``benchmarks/results/state.json``.
 Run: ``python -m benchmarks.bench_state [--events 300000]``; the suite runs it as
 ``python -m benchmarks --only checkpoint``.
 """
