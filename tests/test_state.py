@@ -11,6 +11,9 @@ from typing import Any
 
 import anyio
 import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import trio_ingest as ti
 from trio_ingest.sources._files import read_checkpoint
@@ -92,7 +95,7 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
 
 async def test_a_source_that_cannot_seek_is_refused_with_a_durable_store(tmp_path: Path) -> None:
     pipeline = ti.Pipeline(
-        ti.sources.from_iterable([ti.Event("a", 1, event_time=0.0)], name="numbers"),
+        ti.sources.from_iterable(iter([ti.Event("a", 1, event_time=0.0)]), name="numbers"),
         ti.windows.tumbling(SIZE, key=lambda p: 0, agg=ti.agg.count()),
         sink=ti.sinks.Memory(),
         state=ti.state.SQLite(tmp_path / "s.db"),
@@ -528,3 +531,63 @@ async def test_a_serving_pipeline_keeps_its_windows_across_a_restart(tmp_path: P
     assert [(e.id, e.payload["value"], e.payload["count"]) for e in second.events] == [
         ("w:a:0.0", 6, 3)]
     assert report.balanced
+
+
+rows_strategy = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 9), st.floats(0, 4)),
+    min_size=1, max_size=80,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(
+    rows=rows_strategy,
+    stop_after=st.integers(0, 80),
+    shape=st.sampled_from(["tumbling", "sliding", "session"]),
+    max_delay=st.sampled_from([0.0, 1.0, 3.0]),
+    max_batch=st.sampled_from([1, 5, 64]),
+)
+def test_a_stop_anywhere_then_a_restart_equals_one_uninterrupted_run(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[str, int, float]],
+    stop_after: int, shape: str, max_delay: float, max_batch: int,
+) -> None:
+    """Random streams with bounded disorder, stopped after a random event and resumed
+    from the state store: the results and the late count are the uninterrupted run's."""
+    events = [ti.Event(f"e{i}", {"user": u, "amount": a}, event_time=i * 0.7 - back)
+              for i, (u, a, back) in enumerate(rows)]
+
+    def window() -> Any:
+        common: dict[str, Any] = {"key": lambda p: p["user"], "agg": ti.agg.sum("amount"),
+                                  "max_delay": max_delay, "name": "w"}
+        if shape == "tumbling":
+            return ti.windows.tumbling(3.0, **common)
+        if shape == "sliding":
+            return ti.windows.sliding(3.0, 1.5, **common)
+        return ti.windows.session(1.0, **common)
+
+    whole = ti.sinks.Memory()
+    reference_report = trio.run(ti.Pipeline(ti.sources.from_iterable(events), window(),
+                                            sink=whole, dead_letter=ti.sinks.Memory(),
+                                            max_batch=max_batch).run)
+    store = tmp_path_factory.mktemp("state") / "state.db"
+    seen = 0
+
+    def count_then_stop(p: Any) -> Any:
+        nonlocal seen
+        seen += 1
+        if seen == stop_after:
+            first.request_stop()  # the read under way goes on; no more reads
+        return p
+
+    sinks = [ti.sinks.Memory(), ti.sinks.Memory()]
+    reports = []
+    for sink in sinks:
+        first = ti.Pipeline(ti.sources.from_iterable(events), ti.map(count_then_stop),
+                            window(), sink=sink, dead_letter=ti.sinks.Memory(),
+                            max_batch=max_batch, state=ti.state.SQLite(store))
+        reports.append(trio.run(first.run))
+    got = [(e.id, e.payload) for s in sinks for e in s.events]
+    assert sorted(got, key=repr) == sorted(((e.id, e.payload) for e in whole.events), key=repr)
+    assert sum(r.nodes["w"].late for r in reports) == reference_report.nodes["w"].late
+    assert all(r.balanced and r.in_flight == 0 for r in reports)
