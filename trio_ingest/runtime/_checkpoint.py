@@ -73,6 +73,9 @@ class Checkpointer:
                 )
         self.epoch = 0
         self.offsets: dict[str, Any] = {}  # per source: the offset restored, then the last saved
+        # reads taken from the trackers whose checkpoint is not written yet (a save that timed
+        # out): the next checkpoint writes and commits them, so none is forgotten
+        self._unsaved: dict[str, tuple[SourceRunner, list[Any], Any]] = {}
         self._resume: anyio.Event | None = None  # set: the sources may go on
         self._lock: anyio.Lock | None = None
         self._limiter: anyio.CapacityLimiter | None = None
@@ -194,13 +197,14 @@ class Checkpointer:
                 return
             # the cut: nothing in flight, every event read is finished or in stage state
             snapshots = {name: stage.snapshot_state() for name, stage in self.stages.items()}
-            commits: list[tuple[SourceRunner, list[Any]]] = []
-            offsets: dict[str, Any] = {}
+            unsaved = self._unsaved
             for runner in rt.source_runners:
                 taken = runner.tracker.take_committable()
                 if taken:
-                    commits.append((runner, taken))
-                    offsets[runner.name] = runner.source.offset_state(taken[-1])
+                    before = unsaved[runner.name][1] if runner.name in unsaved else []
+                    unsaved[runner.name] = (runner, [*before, *taken],
+                                            runner.source.offset_state(taken[-1]))
+            offsets = {name: state for name, (_r, _t, state) in unsaved.items()}
             # encoded in a thread (a million windows take seconds), the sources still paused:
             # nothing enters, so nothing changes what the snapshot refers to
             stages = await anyio.to_thread.run_sync(_encode_all, snapshots,
@@ -217,7 +221,8 @@ class Checkpointer:
                         rt.cleanup_timeout())
             return
         self.offsets.update(offsets)
-        for runner, taken in commits:
+        commits, self._unsaved = self._unsaved, {}
+        for runner, taken, _state in commits.values():
             with anyio.move_on_after(rt.cleanup_timeout(), shield=True):
                 await runner.source.commit(taken)
                 runner.tracker.committed = taken[-1]
