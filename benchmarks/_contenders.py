@@ -18,6 +18,7 @@ from . import _ingest
 from ._measure import Measurement, Skip
 from ._tutorial import FlakySink, TutorialStats, run_tutorial, tutorial_flaky_writer
 from ._workload import BATCH, CAPACITY, STAGES, Payload, payload_stream, payloads
+from .bench_state import run_checkpoint
 
 F1, F2, F3 = STAGES
 
@@ -406,4 +407,5 @@ CONTENDERS: dict[str, Callable[..., Measurement]] = {
     "tutorial_flaky": run_tutorial_flaky,
     "sqlite_plain": run_sqlite_plain,
     **_ingest.CONTENDERS,
+    "trio_ingest_checkpoint": run_checkpoint,
 }

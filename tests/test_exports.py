@@ -18,7 +18,7 @@ def test_all_names_exist_and_are_public() -> None:
 
 
 def test_subpackages_export_what_they_list() -> None:
-    for module in (ti.sources, ti.sinks, ti.stages, ti.observe, ti.testing):
+    for module in (ti.sources, ti.sinks, ti.stages, ti.state, ti.observe, ti.testing):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
 

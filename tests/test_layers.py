@@ -19,6 +19,7 @@ LAYERS = {
     "sources": 1,
     "sinks": 1,
     "stages": 1,
+    "state": 1,
     "graph": 2,
     "runtime": 3,
     "_pipeline": 4,

@@ -17,7 +17,8 @@ values -> contracts and connectors -> graph -> runtime -> builders -> observe / 
 
 - values: the private top-level modules (``_event``, ``_batch``, ``_edge``, ``_acks``,
   ``_retry``, ``_validators``, ...);
-- contracts and connectors: ``sources``, ``sinks``, ``stages`` (the stage protocol);
+- contracts and connectors: ``sources``, ``sinks``, ``stages`` (the stage protocol),
+  ``state`` (state stores);
 - ``graph``: the model, validation and the plan (pure: nothing runs);
 - ``runtime``: runs a plan;
 - builders: ``_pipeline`` (``Graph`` and ``Pipeline`` with ``run()`` / ``serve()``);
@@ -31,6 +32,7 @@ from . import runtime as runtime
 from . import sinks as sinks
 from . import sources as sources
 from . import stages as stages
+from . import state as state
 from . import testing as testing
 from ._budget import DeadLetterBudget as DeadLetterBudget
 from ._budget import DeadLetterBudgetError as DeadLetterBudgetError
@@ -130,6 +132,7 @@ __all__ = (
     "sinks",
     "sources",
     "stages",
+    "state",
     "stateful_map",
     "tap",
     "testing",

@@ -5,6 +5,7 @@ type and options::
 
     [pipeline]
     capacity = 1000
+    state = "state.db"          # optional: checkpoint epochs in an embedded SQLite store
     [source]
     type = "jsonl"
     path = "in.jsonl"
@@ -43,6 +44,7 @@ import attrs
 
 from .._budget import DeadLetterBudget
 from .._errors import ConfigError
+from ..state import SQLite as SQLiteState
 
 __all__ = (
     "Spec",
@@ -237,9 +239,10 @@ SINKS: dict[str, dict[str, _Opt]] = {
 PIPELINE: dict[str, _Opt] = {
     "capacity": (_INT, False), "max_batch": (_INT, False), "shutdown_timeout": (_NUM, False),
     "commit_timeout": (_NUM, False), "dead_letter_budget": ((str, dict, bool), False),
+    "state": (_STR, False), "checkpoint_interval": (_NUM, False),
 }
 _SECTIONS = ("pipeline", "source", "stages", "sink", "dead_letter")
-_PATH_OPTIONS = frozenset({"path", "checkpoint"})
+_PATH_OPTIONS = frozenset({"path", "checkpoint", "state"})
 
 
 @attrs.frozen
@@ -558,6 +561,9 @@ def build(spec: Spec, *, source: Any = None, start_at: str | None = None) -> Any
             options.setdefault("name", "dead_letters")
             dead = make_sink(spec.dead_letter["type"], options)
         section = "pipeline"
-        return Pipeline(source, *stages, sink=sink, dead_letter=dead, **spec.pipeline)
+        options = dict(spec.pipeline)
+        if "state" in options:  # a path: the embedded durable store
+            options["state"] = SQLiteState(options["state"])
+        return Pipeline(source, *stages, sink=sink, dead_letter=dead, **options)
     except ConfigError as exc:
         raise ConfigError(f"{section}: {exc}") from None

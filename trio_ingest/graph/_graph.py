@@ -20,6 +20,7 @@ from ..sources._base import Source
 from ..stages._custom import CustomStage, is_custom_stage
 from ..stages._operators import BatchStage, Operator, Route
 from ..stages._stateful import StatefulStage
+from ..state._store import Memory, StateStore
 
 __all__ = ("GraphModel", "Node", "NodeRef", "PipelineModel")
 
@@ -85,6 +86,15 @@ class GraphModel:
         dead_letter_budget: How many dead letters the run may produce before it
             fails with :class:`~trio_ingest.DeadLetterBudgetError` (committing
             nothing past the breach); ``None`` (the default): no limit.
+        state: Where stateful stages keep their state (``ti.state.SQLite(path)``);
+            default ``ti.state.Memory()``. With a durable store the runtime takes a
+            checkpoint epoch (every stage's state and every source's offset, in one
+            transaction) every ``checkpoint_interval`` seconds and at a graceful
+            stop, and restores from it on start.
+        checkpoint_interval: Seconds between two checkpoint epochs (durable store only).
+
+    Raises:
+        ConfigError: An option is out of range (one line naming it).
     """
 
     def __init__(
@@ -97,6 +107,8 @@ class GraphModel:
         shutdown_timeout: float = 30.0,
         commit_timeout: float = 10.0,
         dead_letter_budget: DeadLetterBudget | None = None,
+        state: StateStore | None = None,
+        checkpoint_interval: float = 5.0,
     ) -> None:
         if dead_letter is not None and not isinstance(dead_letter, Sink):
             raise ConfigError(f"'dead_letter' must be a Sink or None: {dead_letter!r}")
@@ -110,8 +122,16 @@ class GraphModel:
             "dead_letter_budget",
             dead_letter_budget,
         )
+        check(
+            instance_of(StateStore, type(None), what="a state store (ti.state.*) or None"),
+            "state",
+            state,
+        )
+        check(positive, "checkpoint_interval", checkpoint_interval)
         self.dead_letter = dead_letter
         self.dead_letter_budget = dead_letter_budget
+        self.state: StateStore = state if state is not None else Memory()
+        self.checkpoint_interval = float(checkpoint_interval)
         self.retry = retry if retry is not None else RetryPolicy()
         self.shutdown_timeout = float(shutdown_timeout)
         self.commit_timeout = float(commit_timeout)
@@ -318,8 +338,8 @@ class PipelineModel(GraphModel):
         sink: Where delivered events go.
 
     The keyword arguments ``dead_letter``, ``retry``, ``capacity``, ``max_batch``,
-    ``shutdown_timeout``, ``commit_timeout`` and ``dead_letter_budget`` are as for
-    :class:`Graph`.
+    ``shutdown_timeout``, ``commit_timeout``, ``dead_letter_budget``, ``state`` and
+    ``checkpoint_interval`` are as for :class:`Graph`.
     """
 
     def __init__(
@@ -334,6 +354,8 @@ class PipelineModel(GraphModel):
         shutdown_timeout: float = 30.0,
         commit_timeout: float = 10.0,
         dead_letter_budget: DeadLetterBudget | None = None,
+        state: StateStore | None = None,
+        checkpoint_interval: float = 5.0,
     ) -> None:
         super().__init__(
             dead_letter=dead_letter,
@@ -343,6 +365,8 @@ class PipelineModel(GraphModel):
             shutdown_timeout=shutdown_timeout,
             commit_timeout=commit_timeout,
             dead_letter_budget=dead_letter_budget,
+            state=state,
+            checkpoint_interval=checkpoint_interval,
         )
         previous = self.add_source(source)
         for stage in stages:

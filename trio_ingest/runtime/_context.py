@@ -71,6 +71,7 @@ class WorkerContext:
         self.max_batch = rt.max_batch
         self.clock: Callable[[], float] = rt.loop.clock
         self.tracer = rt.tracer
+        self.durable = rt.checkpointer is not None
         # retries since the last span (tracing only): the next span of this worker records them
         self.retry_log: list[tuple[int, float, BaseException]] | None = (
             [] if rt.tracer is not None else None
@@ -146,6 +147,14 @@ class WorkerContext:
     def wired(self, port: str | None) -> bool:
         """Whether anything reads the output ``port`` of this stage."""
         return bool(self._edges.get(port))
+
+    def stop_requested(self) -> bool:
+        """Whether the run is being stopped (the input ends early, not exhausted)."""
+        return self.rt.stop_requested
+
+    def from_state(self, n: int) -> AckToken:
+        """A token for ``n`` results made from checkpointed state (see ``Ledger.from_state``)."""
+        return self.rt.ledger.from_state(self.rt.state_tracker(self.stats.name), n)
 
     # -- finishing events -----------------------------------------------------
     def drop(self, stats: StatsLike, batch: Batch) -> None:

@@ -85,6 +85,9 @@ class PipelineHandle:
         events = [item if isinstance(item, Event) else Event(new_id(), item) for item in items]
         if not events:
             return
+        checkpointer = self._rt.checkpointer
+        if checkpointer is not None:
+            await checkpointer.gate()  # a checkpoint under way: nothing enters until it is cut
         self._count += len(events)
         try:
             await self._intake.admit(events, self._count, progress)

@@ -52,6 +52,15 @@ class Ledger:
             self.budget.admitted(n)
         return token
 
+    def from_state(self, tracker: AckTracker, n: int) -> AckToken:
+        """``n`` results made from checkpointed state: extra events, like ``flat_map``'s.
+
+        The events folded into that state were finished (filtered) at the checkpoint
+        that saved it, so these count as expanded: the identity keeps holding.
+        """
+        self.expanded += n
+        return tracker.issue(None, n)
+
     def copied(self, tokens: Sequence[AckToken], copies: int) -> None:
         """The events of ``tokens`` now travel as ``copies`` more events each (fan-out)."""
         if copies:

@@ -25,7 +25,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from .._acks import AckToken
+from .._acks import AckToken, AckTracker
 from .._batch import Batch
 from .._edge import EdgeBrokenError, EdgeSender
 from .._errors import DeadLetterError, RetryExhaustedError, StageError
@@ -36,6 +36,7 @@ from ..graph._graph import GraphModel as Graph
 from ..graph._plan import Plan, TaskNode, compile_plan
 from ..stages._context import StatsLike
 from ..stages._operators import ChainStep, OperatorStep, compose
+from ._checkpoint import Checkpointer
 from ._common import Worker, log, note
 from ._hooks import active_tracer
 from ._ledger import Ledger
@@ -80,6 +81,8 @@ class Runtime:
         self._tg: anyio.abc.TaskGroup | None = None
         self._downstream_open = 0
         self._drained: anyio.Event | None = None
+        self.stop_requested = False
+        self._state_trackers: dict[str, AckTracker] = {}
         self.runners: list[Runner] = []
         self.source_runners: list[SourceRunner] = []
         for task in self.plan.tasks:
@@ -93,6 +96,10 @@ class Runtime:
             self.dead_letter_runner = SinkRunner(
                 self, None, graph.dead_letter, self.plan.dead_letter, dead_letter=True
             )
+        # checkpoint epochs with a durable state store (None: state lives in memory only)
+        self.checkpointer: Checkpointer | None = (
+            Checkpointer(self, graph.state) if graph.state.durable else None
+        )
         self.handle: PipelineHandle | None = None
         if serving:
             from ._handle import PipelineHandle
@@ -131,7 +138,10 @@ class Runtime:
                 edge.bind(self.loop)
         self.started_at = self.loop.clock()
         failure: BaseException | None = None
+        checkpointer = self.checkpointer
         try:
+            if checkpointer is not None:
+                await checkpointer.restore()  # before anything opens: a mismatch moves nothing
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 downstream: list[Runner] = [
@@ -145,6 +155,8 @@ class Runtime:
                     await tg.start(self._run_downstream, runner)
                 for source in self.source_runners:
                     await tg.start(source.run)
+                if checkpointer is not None:
+                    tg.start_soon(checkpointer.run_periodic)
                 task_status.started(self.handle)
         except BaseExceptionGroup as group:
             failure = _primary_failure(group)
@@ -156,6 +168,8 @@ class Runtime:
                 if not self.aborted:
                     raise
         finally:
+            if checkpointer is not None:
+                await checkpointer.aclose()
             self.finished_at = anyio.current_time()
             self.done.set()
             RUNTIME_RATE_LIMIT.flush()  # say how many similar lines the rate limit held back
@@ -181,8 +195,18 @@ class Runtime:
     def finished(self) -> bool:
         return self.finished_at is not None
 
+    def state_tracker(self, stage: str) -> AckTracker:
+        """The tracker of results a stage makes from checkpointed state (no source read)."""
+        tracker = self._state_trackers.get(stage)
+        if tracker is None:
+            tracker = self._state_trackers[stage] = self.ledger.tracker(
+                f"{stage}#state", keeps_offsets=False
+            )
+        return tracker
+
     def request_stop(self) -> None:
         """Stop intake: cancel the sources' reads and close the handle; the rest drains."""
+        self.stop_requested = True
         for source in self.source_runners:
             source.stop_intake()
         if self.handle is not None:
@@ -359,7 +383,11 @@ class Runtime:
             completed=self.finished_at is not None and not self.aborted and in_flight == 0,
             nodes=nodes,
             edges=edges,
-            committed={name: t.committed for name, t in ledger.trackers.items()},
+            committed={
+                name: t.committed
+                for name, t in ledger.trackers.items()
+                if t not in self._state_trackers.values()
+            },
             latency=self.e2e.statistics(),
         )
 

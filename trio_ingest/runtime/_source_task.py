@@ -57,25 +57,32 @@ class SourceRunner:
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         rt = self.rt
         try:
+            checkpointer = rt.checkpointer
             try:
                 await self.source.open()
+                if checkpointer is not None:
+                    await checkpointer.seek(self)  # the state store is the authority
             except Exception as exc:
                 note(exc, "source", self.name)
                 raise
             task_status.started()
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._commit_loop)
+                if checkpointer is None:  # else offsets commit with the checkpoints
+                    tg.start_soon(self._commit_loop)
                 with self.worker:
                     await self._read_loop()
                 await rt.wait_drained()
+                if checkpointer is not None:
+                    await checkpointer.final()
                 tg.cancel_scope.cancel()
         except Exception as exc:
             note(exc, "source", self.name)
             raise
         finally:
             try:
-                with anyio.move_on_after(rt.cleanup_timeout(), shield=True):
-                    await self._commit()
+                if rt.checkpointer is None:
+                    with anyio.move_on_after(rt.cleanup_timeout(), shield=True):
+                        await self._commit()
             finally:
                 # closed even when that last commit failed (a checkpoint on a full disk)
                 with anyio.move_on_after(rt.cleanup_timeout(), shield=True):
@@ -90,6 +97,7 @@ class SourceRunner:
         max_batch = rt.max_batch
         ctx = WorkerContext(rt, stats, worker, rt.steps_of(self.task))
         forward = ctx.forward
+        checkpointer = rt.checkpointer
         while not self._stopping:
             # stop() cancels only the read: a batch already read is pushed through
             read = None
@@ -105,6 +113,8 @@ class SourceRunner:
                 raise SourceError(
                     f"{type(source).__name__}.read() must return a Read or None, got {read!r}"
                 )
+            if checkpointer is not None:
+                await checkpointer.gate()  # a checkpoint under way: these events wait
             events = read.events
             rejected = read.rejected
             token = intake.enter(events, read.offset, len(rejected), read.partition)

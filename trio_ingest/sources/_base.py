@@ -100,6 +100,23 @@ class Source:
     # runtime enters it in the node's own task before ``open()`` and leaves it after
     # ``aclose()``, so those tasks nest inside the run's task group.
 
+    # -- a durable state store (checkpoint epochs) ---------------------------------
+    #: Whether the source can resume at an offset a state store kept (:meth:`seek`);
+    #: a durable ``state=`` needs it, since the store, not the source, is the authority.
+    seekable: bool = False
+
+    def offset_state(self, offset: Any) -> Any:
+        """``offset`` (of a finished read) as JSON values, for the state store."""
+        return offset
+
+    async def seek(self, state: Any) -> None:
+        """Resume after the read whose :meth:`offset_state` is ``state``; called after ``open``.
+
+        Raises:
+            SourceError: The source cannot resume there (the input changed).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot seek")
+
     async def aclose(self) -> None:
         """Release connections and files; idempotent."""
 

@@ -818,6 +818,52 @@ class _FileSource(Source):
                 f"cannot write checkpoint {os.fspath(self.checkpoint)!r}: {exc}"
             ) from exc
 
+    # -- a durable state store ---------------------------------------------------
+    @property
+    def seekable(self) -> bool:  # type: ignore[override]  # a pipe cannot be resumed
+        return not self.is_stdin
+
+    def offset_state(self, offset: Any) -> Any:
+        """The position with the file's identity, as the checkpoint file would hold it."""
+        if not isinstance(offset, _Position):
+            return {"offset": int(offset), "line": 0}
+        data = offset.checkpoint(self.destination)
+        del data["time"]  # the store says when it was written
+        return data
+
+    async def seek(self, state: Any) -> None:
+        """Resume at a position a state store kept (it overrides the checkpoint file).
+
+        Raises:
+            SourceError: The position is not one of this file (or the file changed).
+        """
+        limiter = self._limiter
+        if limiter is None:
+            raise SourceError(f"{self.name!r}: seek() before open()")
+        await anyio.to_thread.run_sync(self._seek_sync, state, limiter=limiter)
+
+    def _seek_sync(self, state: Any) -> None:
+        inp = self._input
+        if inp is None:
+            raise SourceError(f"{self.name!r} is closed")
+        if (not isinstance(state, Mapping) or type(state.get("offset")) is not int
+                or type(state.get("line", 0)) is not int):
+            raise SourceError(f"{self.name!r}: the state store's offset is not a file "
+                              f"position: {state!r}")
+        try:
+            inp, at = self._resume(inp, state)
+        except SourceError as exc:
+            raise SourceError(f"{self.name!r}: cannot resume at the state store's offset: "
+                              f"{exc}") from None
+        if inp is not self._input:
+            self._input = inp
+            self._compression = inp.compression
+        self._at = at
+        self.position, self._line = int(at), at.line
+        self.committed = int(at) if int(at) else None
+        log.info("%s: resuming %s at byte %d (line %d) from the state store", self.name,
+                 at.file, int(at), at.line)
+
     async def aclose(self) -> None:
         """Close the file; idempotent."""
         inp, self._input = self._input, None

@@ -14,7 +14,7 @@ import anyio.abc
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._errors import ConfigError
+from .._errors import ConfigError, SourceError
 from .._event import Event
 from ._base import Read, Source
 
@@ -105,6 +105,27 @@ class FromIterable(Source):
         start = self._position
         self._position += len(chunk)
         return Read(self._wrap(chunk, start), self._position)
+
+    # -- a durable state store: a list or tuple can be read again from any position --
+    @property
+    def seekable(self) -> bool:  # type: ignore[override]  # only a list or tuple replays
+        return isinstance(self._items, list | tuple)
+
+    async def seek(self, state: Any) -> None:
+        """Go on after the first ``state`` items (a list or tuple source).
+
+        Raises:
+            SourceError: ``state`` is not a position within the items.
+        """
+        items = self._items
+        if not isinstance(items, list | tuple):
+            raise SourceError(f"{self.name!r} reads an iterator: it cannot seek")
+        if type(state) is not int or not 0 <= state <= len(items):
+            raise SourceError(
+                f"{self.name!r}: the state store's offset {state!r} is not a position in "
+                f"its {len(items)} items"
+            )
+        self._position = self.committed = state
 
     @contextlib.asynccontextmanager
     async def open_resources(self) -> AsyncIterator[None]:

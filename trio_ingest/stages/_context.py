@@ -68,6 +68,17 @@ class StageContext(Protocol):
     clock: Callable[[], float]
     #: The tracing hook, or None when tracing is off.
     tracer: Any
+    #: True when a durable state store checkpoints this run: a stateful stage's state is
+    #: then saved in checkpoint epochs, and it keeps its open state at a graceful stop.
+    durable: bool
+
+    def stop_requested(self) -> bool:
+        """Whether the input ends because the run is being stopped (not exhausted)."""
+        ...
+
+    def from_state(self, n: int) -> AckToken:
+        """A token for ``n`` results made from restored or checkpointed state (no source read)."""
+        ...
 
     async def receive(self, deadline: float = ..., limit: int | None = None) -> Batch | None:
         """The next input batch (at most ``limit`` events); None at the end of the input.

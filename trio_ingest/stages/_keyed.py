@@ -40,6 +40,7 @@ class Dedupe(StatefulStage):
         self._expiry: list[tuple[float, int, Hashable]] = []
         self._seq = itertools.count()
         self._top = -math.inf
+        self._restore: Any = None
 
     @property
     def live_keys(self) -> int:
@@ -48,7 +49,7 @@ class Dedupe(StatefulStage):
 
     async def work(self, ctx: StageContext) -> None:
         """Keep first sightings, drop repeats (filtered), dead-letter events whose key fails."""
-        self._seen, self._expiry, self._top = {}, [], -math.inf  # each run starts afresh
+        self._begin()  # each run starts afresh, or from restored state
         keyfn, ttl, seen, expiry = self.key, self.ttl, self._seen, self._expiry
         stats = ctx.stats
         while (batch := await ctx.receive()) is not None:
@@ -90,6 +91,35 @@ class Dedupe(StatefulStage):
             stats.record_batch(n, len(keep), ctx.clock() - started)
 
 
+    # -- checkpointing --------------------------------------------------------------
+    checkpoints = True
+
+    def _begin(self) -> None:
+        self._seen, self._expiry, self._top = {}, [], -math.inf
+        state, self._restore = self._restore, None
+        if state is None:
+            return
+        for k, t in state["seen"]:
+            self._seen[k] = t
+            heapq.heappush(self._expiry, (t + self.ttl, next(self._seq), k))
+        self._top = -math.inf if state["top"] is None else state["top"]
+
+    def state_signature(self) -> dict[str, Any]:
+        """The kind and the ``ttl`` the remembered keys were kept for."""
+        return {"kind": self.kind, "ttl": self.ttl}
+
+    def snapshot_state(self) -> Any:
+        """The remembered keys ``[key, event time]`` and the largest event time seen."""
+        if self._restore is not None:
+            return self._restore
+        top = None if self._top == -math.inf else self._top
+        return {"seen": [[k, t] for k, t in self._seen.items()], "top": top}
+
+    def restore_state(self, state: Any) -> None:
+        """Start the next run remembering these keys."""
+        self._restore = state
+
+
 class StatefulMap(StatefulStage):
     """``fn(state, payload) -> (state, output)`` per key; a ``None`` state forgets the key."""
 
@@ -111,10 +141,11 @@ class StatefulMap(StatefulStage):
         self.key = key
         super().__init__(name)
         self.state: dict[Hashable, Any] = {}
+        self._restore: Any = None
 
     async def work(self, ctx: StageContext) -> None:
         """Each event's payload becomes the output ``fn`` returns; its state is kept per key."""
-        self.state = {}  # each run starts afresh
+        self._begin()  # each run starts afresh, or from restored state
         fn, state, keyfn, initial = self.fn, self.state, self.key, self.initial
         stats = ctx.stats
         while (batch := await ctx.receive()) is not None:
@@ -145,6 +176,26 @@ class StatefulMap(StatefulStage):
                 part = batch if len(kept) == len(batch) else batch.select(kept)
                 await ctx.forward(Batch(part.events, outputs, part.tokens, part.trace))
             stats.record_batch(len(batch), len(kept), ctx.clock() - started)
+
+
+    # -- checkpointing --------------------------------------------------------------
+    checkpoints = True
+
+    def _begin(self) -> None:
+        self.state = {}
+        state, self._restore = self._restore, None
+        for k, v in state or ():
+            self.state[k] = v
+
+    def snapshot_state(self) -> Any:
+        """The state of each live key, as ``[key, state]`` pairs."""
+        if self._restore is not None:
+            return self._restore
+        return [[k, v] for k, v in self.state.items()]
+
+    def restore_state(self, state: Any) -> None:
+        """Start the next run with these keys' states."""
+        self._restore = state
 
 
 def dedupe(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._context import StageContext
+
+if TYPE_CHECKING:
+    from .._acks import AckToken
 
 __all__ = ("StatefulStage",)
 
@@ -37,3 +40,27 @@ class StatefulStage:
 
     async def work(self, ctx: StageContext) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement work()")
+
+    # -- checkpointing (a durable state store) ------------------------------------
+    #: Whether this stage can save and restore its state (checkpoint epochs).
+    checkpoints: ClassVar[bool] = False
+
+    def state_signature(self) -> dict[str, Any]:
+        """What stored state must match to be restored into this stage (kind, shape, sizes)."""
+        return {"kind": self.kind}
+
+    def snapshot_state(self) -> Any:
+        """The state as plain values, taken at a consistent cut (nothing in flight)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot checkpoint its state")
+
+    def restore_state(self, state: Any) -> None:
+        """Start the next ``work()`` from ``state`` (as :meth:`snapshot_state` made it)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot restore state")
+
+    def release_tokens(self) -> list[AckToken]:
+        """Hand over the ack tokens the state holds (one entry per unit), forgetting them.
+
+        At a checkpoint the stored state stands for the events folded into it, so
+        their reads may commit: the runtime finishes these as filtered.
+        """
+        return []

@@ -27,7 +27,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
 from .._acks import AckToken
@@ -192,6 +192,8 @@ class WindowStage(StatefulStage):
         self.partition = partition
         super().__init__(name)
         self.name = name or shape
+        self._run: _Run | None = None  # the running (or last) run: what a checkpoint saves
+        self._restore: Any = None  # state to start the next run from (restore_state)
 
     def __repr__(self) -> str:
         return f"<window {self.name!r} {self.shape} size={self.size}>"
@@ -224,7 +226,7 @@ class WindowStage(StatefulStage):
     # -- the stage protocol -----------------------------------------------------
     async def work(self, ctx: StageContext) -> None:
         """Fold each batch into its windows; emit the windows the watermark closed."""
-        run = _Run(self, ctx)
+        run = self._begin(ctx)
         clock = ctx.clock
         ended = False
         while not ended:
@@ -233,6 +235,8 @@ class WindowStage(StatefulStage):
             now = clock()
             started = now
             if got is None:
+                if ctx.durable and ctx.stop_requested():
+                    return  # a graceful stop: the open windows go into the last checkpoint
                 ended = True
                 run.wm.end()
             elif got.payloads:
@@ -242,6 +246,41 @@ class WindowStage(StatefulStage):
             n_out = await run.close()
             if n_in or n_out:
                 ctx.stats.record_batch(n_in, n_out, clock() - started)
+
+    # -- checkpointing (separate from the fold loops) -----------------------------
+    checkpoints = True
+
+    def _begin(self, ctx: StageContext) -> _Run:
+        run = self._run = _Run(self, ctx)
+        state, self._restore = self._restore, None
+        if state is not None:
+            run.restore(state, ctx.clock())
+        return run
+
+    def state_signature(self) -> dict[str, Any]:
+        """Shape, size, slide and lateness: stored windows of another shape cannot be reused."""
+        return {
+            "kind": self.kind,
+            "shape": self.shape,
+            "size": self.size,
+            "every": self.every,
+            "allowed_lateness": self.allowed_lateness,
+        }
+
+    def snapshot_state(self) -> Any:
+        """Open windows ``[key, start, end, acc, count]`` and the watermark's partitions."""
+        if self._run is None:
+            return self._restore if self._restore is not None else _Run.empty_state()
+        return self._run.snapshot()
+
+    def restore_state(self, state: Any) -> None:
+        """Start the next run with these open windows and this watermark."""
+        self._restore = state
+        self._run = None
+
+    def release_tokens(self) -> list[AckToken]:
+        """The tokens of the events folded into open windows since the last checkpoint."""
+        return self._run.release() if self._run is not None else []
 
 
 class _Run:
@@ -258,6 +297,52 @@ class _Run:
         # (end, seq, window): windows by closing time; stale session entries skipped
         self.heap: list[tuple[float, int, _Window]] = []
         self.seq = itertools.count()
+
+    # -- checkpoints -------------------------------------------------------------
+    @staticmethod
+    def empty_state() -> dict[str, Any]:
+        return {"windows": [], "watermark": None, "partitions": []}
+
+    def _live(self) -> list[_Window]:
+        if self.stage.shape == "session":
+            return [w for ws in self.sessions.values() for w in ws]
+        return list(self.open.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        """The open windows and the watermark as plain values (tokens are not state)."""
+        wm = self.wm
+        return {
+            "windows": [[w.key, w.start, w.end, w.acc, w.count] for w in self._live()],
+            # not finite (nothing seen yet; +inf: the input ended) as null: the state stays JSON
+            "watermark": wm.value if math.isfinite(wm.value) else None,
+            "partitions": [[p, t] for p, t in wm._max.items()],
+        }
+
+    def restore(self, state: dict[str, Any], now: float) -> None:
+        """Reopen the windows of ``state``; its partitions count as active from ``now``."""
+        session = self.stage.shape == "session"
+        for key, start, end, acc, count in state["windows"]:
+            w = _Window(key, start, end, acc)
+            w.count = count
+            if session:
+                self.sessions.setdefault(key, []).append(w)
+            else:
+                self.open[(key, start)] = w
+            heapq.heappush(self.heap, (end, next(self.seq), w))
+        wm = self.wm
+        wm.value = -_inf if state["watermark"] is None else state["watermark"]
+        for p, t in state["partitions"]:
+            wm._max[p] = t
+            wm._seen[p] = now
+
+    def release(self) -> list[AckToken]:
+        tokens: list[AckToken] = []
+        for w in self._live():
+            if w.tokens:
+                for tok, units in w.tokens.items():
+                    tokens.extend([tok] * units)
+                w.tokens.clear()
+        return tokens
 
     # -- folding -----------------------------------------------------------------
     async def fold(self, batch: Batch, now: float) -> None:
@@ -419,7 +504,10 @@ class _Run:
         assert merge is not None
         acc = agg.add(agg.initial(), payload)  # may raise before anything changes
         sessions = self.sessions.setdefault(key, [])
-        touching = [s for s in sessions if s.start < end and t < s.end]
+        # a session the watermark already closed takes no more events, emitted or not yet
+        # (it is emitted after this batch): merging depends on the watermark, not on batching
+        edge = self.wm.value - self.lateness
+        touching = [s for s in sessions if s.start < end and t < s.end and s.end > edge]
         if not touching:
             w = _Window(key, t, end, acc)
         else:
@@ -462,17 +550,30 @@ class _Run:
             else:
                 del self.open[(w.key, w.start)]
             closed.append(w)
+        # every result's token is in hand before the first await: a checkpoint taken
+        # meanwhile sees it in flight, never a window that is in neither state nor flight
+        carriers = self._carriers(closed) if closed else []
         for i in range(0, len(closed), ctx.max_batch):
-            await self._emit(closed[i : i + ctx.max_batch])
+            await self._emit(closed[i : i + ctx.max_batch], carriers[i : i + ctx.max_batch])
         return len(closed)
 
-    async def _emit(self, windows: list[_Window]) -> None:
+    def _carriers(self, windows: list[_Window]) -> list[AckToken]:
+        """The token each result carries; a window whose events a checkpoint released
+        (restored, or folded before it) carries a token made for it."""
+        carriers: list[AckToken | None] = [_carrier(w.tokens) if w.tokens else None
+                                           for w in windows]
+        missing = carriers.count(None)
+        if missing:
+            made = self.ctx.from_state(missing)
+            return [made if c is None else c for c in carriers]
+        return carriers  # type: ignore[return-value]  # no None left
+
+    async def _emit(self, windows: list[_Window], carried: list[AckToken]) -> None:
         name, result = self.stage.name, self.agg.result
         events: list[Event] = []
         payloads: list[Any] = []
-        carried: list[AckToken] = []
         rest: list[AckToken] = []
-        for w in windows:
+        for w, carry in zip(windows, carried, strict=True):
             payload = {
                 "key": w.key,
                 "start": w.start,
@@ -482,8 +583,6 @@ class _Run:
             }
             events.append(Event(f"{name}:{w.key}:{w.start}", payload, w.key, w.end))
             payloads.append(payload)
-            carry = _carrier(w.tokens)
-            carried.append(carry)
             for tok, units in w.tokens.items():
                 rest.extend([tok] * (units - 1 if tok is carry else units))
         out = Batch(events, payloads, carried)
@@ -669,12 +768,14 @@ class Reorder(StatefulStage):
             raise ConfigError(f"'partition' must be callable: {partition!r}")
         self.partition = partition
         super().__init__(name)
+        self._wm: Watermark | None = None
+        self._held: list[tuple[float, int, Event, Any, AckToken | None]] = []
+        self._seq: Iterator[int] = itertools.count()
+        self._restore: Any = None
 
     async def work(self, ctx: StageContext) -> None:
         """Hold events until the watermark passes them, then emit them oldest first."""
-        wm = Watermark(self.max_delay, self.idle_timeout)
-        held: list[tuple[float, int, Event, Any, AckToken]] = []
-        seq = itertools.count()
+        wm, held, seq = self._begin(ctx)
         partfn = self.partition
         stats = ctx.stats
         ended = False
@@ -683,6 +784,8 @@ class Reorder(StatefulStage):
             now = started = ctx.clock()
             n_in = 0
             if got is None:
+                if ctx.durable and ctx.stop_requested():
+                    return  # a graceful stop: the held events go into the last checkpoint
                 ended = True
                 wm.end()
             elif got.payloads:
@@ -709,17 +812,76 @@ class Reorder(StatefulStage):
                         errors = [(LateEventError(r), 1) for r in reasons]
                         await ctx.dead_letter(stats, got, late, errors)
             wm.refresh(now)
-            out: list[tuple[float, int, Event, Any, AckToken]] = []
+            out: list[tuple[float, int, Event, Any, AckToken | None]] = []
             while held and held[0][0] <= wm.value:
                 out.append(heapq.heappop(held))
+            tokens = self._tokens_of(ctx, out)  # in hand before the first await
             for i in range(0, len(out), ctx.max_batch):
                 part_out = out[i : i + ctx.max_batch]
                 await ctx.forward(
                     Batch([o[2] for o in part_out], [o[3] for o in part_out],
-                          [o[4] for o in part_out])
+                          tokens[i : i + ctx.max_batch])
                 )
             if n_in or out:
                 stats.record_batch(n_in, len(out), ctx.clock() - started)
+
+    # -- checkpointing --------------------------------------------------------------
+    checkpoints = True
+
+    def _begin(
+        self, ctx: StageContext
+    ) -> tuple[Watermark, list[tuple[float, int, Event, Any, AckToken | None]], Iterator[int]]:
+        self._wm = wm = Watermark(self.max_delay, self.idle_timeout)
+        held: list[tuple[float, int, Event, Any, AckToken | None]] = []
+        self._held = held
+        self._seq = seq = itertools.count()
+        state, self._restore = self._restore, None
+        if state is not None:
+            # restored events carry no token: the checkpoint finished their reads
+            for t, ident, key, payload, headers in state["held"]:
+                event = Event(ident, payload, key, t, headers)
+                heapq.heappush(held, (t, next(seq), event, payload, None))
+            wm.value = -_inf if state["watermark"] is None else state["watermark"]
+            now = ctx.clock()
+            for p, t in state["partitions"]:
+                wm._max[p] = t
+                wm._seen[p] = now
+        return wm, held, seq
+
+    @staticmethod
+    def _tokens_of(
+        ctx: StageContext, out: list[tuple[float, int, Event, Any, AckToken | None]]
+    ) -> list[AckToken]:
+        missing = sum(1 for o in out if o[4] is None)
+        made = ctx.from_state(missing) if missing else None
+        return [o[4] if o[4] is not None else made for o in out]  # type: ignore[misc]
+
+    def snapshot_state(self) -> Any:
+        """The held events ``[time, id, key, payload, headers]`` and the watermark."""
+        if self._restore is not None or self._wm is None:
+            return self._restore or {"held": [], "watermark": None, "partitions": []}
+        wm = self._wm
+        return {
+            "held": [[e.event_time, e.id, e.key, p, dict(e.headers)]
+                     for _t, _s, e, p, _tok in sorted(self._held, key=lambda h: h[:2])],
+            "watermark": wm.value if math.isfinite(wm.value) else None,
+            "partitions": [[p, t] for p, t in wm._max.items()],
+        }
+
+    def restore_state(self, state: Any) -> None:
+        """Start the next run holding these events, with this watermark."""
+        self._restore = state
+        self._wm = None
+
+    def release_tokens(self) -> list[AckToken]:
+        """The tokens of the held events (their reads may commit: the state holds them)."""
+        tokens: list[AckToken] = []
+        held = self._held
+        for i, entry in enumerate(held):
+            if entry[4] is not None:
+                tokens.append(entry[4])
+                held[i] = (*entry[:4], None)  # the same order key: the heap stays a heap
+        return tokens
 
 
 def reorder(
