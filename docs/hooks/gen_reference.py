@@ -26,6 +26,9 @@ PAGES = [
     ("trio_ingest.stages.windows", "windows", "Windows", "Event-time windows (`ti.windows`)."),
     ("trio_ingest.stages.agg", "agg", "Aggregations",
      "Ready aggregations for windows (`ti.agg`)."),
+    ("trio_ingest.state", "state", "State stores",
+     "Where stateful stages keep their state and the source offsets it reflects, "
+     "written together at each checkpoint. See the [state guide](../guide/state.md)."),
     ("trio_ingest.runtime", "runtime", "Runtime",
      "What a running pipeline hands back: the handle and the report."),
     ("trio_ingest.observe", "observe", "Observe", "Metrics, logging, tracing and snapshots."),
