@@ -247,6 +247,29 @@ async def test_a_stop_keeps_open_windows_and_a_rerun_finishes_them(tmp_path: Pat
     assert first.nodes["spend"].late + second.nodes["spend"].late == len(late)
 
 
+async def test_after_the_input_ended_a_rerun_with_more_input_dead_letters_it_as_late(
+    tmp_path: Path,
+) -> None:
+    # the end of the input closed every window for good: folding new events into a window
+    # already emitted would make a second result with the same id, which the idempotent
+    # sink ignores -- the new events' contribution would vanish silently
+    rows = stream(600, seed=5)
+    path = write_lines(tmp_path / "in.jsonl", rows[:400])
+    first = await spend_pipeline(ti.sources.JsonLines(path, time_field="ts"), tmp_path).run()
+    assert first.completed and first.balanced
+    written = table(tmp_path / "out.db")
+    assert written == reference(rows[:400])[0]
+    write_lines(path, rows[400:], mode="a")
+    dead = ti.sinks.Memory()
+    second = await spend_pipeline(
+        ti.sources.JsonLines(path, time_field="ts"), tmp_path, dead=dead
+    ).run()
+    assert second.received == 200 and second.dead_lettered == 200 and second.balanced
+    assert table(tmp_path / "out.db") == written  # no window counted again
+    reasons = {e.payload.error for e in dead.events}
+    assert all("closed when the input ended" in r for r in reasons), reasons
+
+
 async def test_dedupe_and_stateful_map_resume_their_keys(tmp_path: Path) -> None:
     rows = [{"id": i, "user": f"u{i % 3}", "ts": float(i)} for i in range(30)]
     path = write_lines(tmp_path / "in.jsonl", rows[:15])

@@ -119,6 +119,30 @@ class Watermark:
         """The input ended: every window closes."""
         self.value = _inf
 
+    def to_state(self) -> dict[str, Any]:
+        """The watermark and its partitions as JSON values.
+
+        An ended input stays ended: a later run over the same state finds every
+        window closed, and its events are late (never folded into a window
+        already emitted, whose result an idempotent sink would keep).
+        """
+        value = self.value
+        return {
+            "watermark": value if math.isfinite(value) else None,
+            "ended": value == _inf,
+            "partitions": [[p, t] for p, t in self._max.items()],
+        }
+
+    def restore(self, state: dict[str, Any], now: float) -> None:
+        """Take the watermark of ``state``; its partitions count as active from ``now``."""
+        if state.get("ended"):
+            self.value = _inf
+        else:
+            self.value = -_inf if state["watermark"] is None else state["watermark"]
+        for p, t in state["partitions"]:
+            self._max[p] = t
+            self._seen[p] = now
+
 
 class _Window:
     """One open window of one key: accumulator, event count, tokens of the events in it."""
@@ -310,12 +334,9 @@ class _Run:
 
     def snapshot(self) -> dict[str, Any]:
         """The open windows and the watermark as plain values (tokens are not state)."""
-        wm = self.wm
         return {
             "windows": [[w.key, w.start, w.end, w.acc, w.count] for w in self._live()],
-            # not finite (nothing seen yet; +inf: the input ended) as null: the state stays JSON
-            "watermark": wm.value if math.isfinite(wm.value) else None,
-            "partitions": [[p, t] for p, t in wm._max.items()],
+            **self.wm.to_state(),
         }
 
     def restore(self, state: dict[str, Any], now: float) -> None:
@@ -329,11 +350,7 @@ class _Run:
             else:
                 self.open[(key, start)] = w
             heapq.heappush(self.heap, (end, next(self.seq), w))
-        wm = self.wm
-        wm.value = -_inf if state["watermark"] is None else state["watermark"]
-        for p, t in state["partitions"]:
-            wm._max[p] = t
-            wm._seen[p] = now
+        self.wm.restore(state, now)
 
     def release(self) -> list[AckToken]:
         tokens: list[AckToken] = []
@@ -463,10 +480,14 @@ class _Run:
 
     @staticmethod
     def _late_at(wm: float, t: float, start: float, end: float) -> str:
-        return (
-            f"late by {wm - t:.1f} s (window [{_num(start)}, {_num(end)}) "
-            f"closed at watermark {wm!r})"
-        )
+        window = f"[{_num(start)}, {_num(end)})"
+        if wm == _inf:
+            return (
+                f"late: window {window} closed when the input ended (a run over this state "
+                "reached the end of its input; follow the input, or start a new state store, "
+                "to fold in more)"
+            )
+        return f"late by {wm - t:.1f} s (window {window} closed at watermark {wm!r})"
 
     def _fold_fixed(
         self, key: Any, t: float, payload: Any, token: AckToken, add: Callable[[Any, Any], Any]
@@ -799,7 +820,11 @@ class Reorder(StatefulStage):
                     mark = wm.value
                     if t < mark:
                         late.append(i)
-                        reasons.append(f"late by {mark - t:.1f} s (behind watermark {mark!r})")
+                        reasons.append(
+                            f"late by {mark - t:.1f} s (behind watermark {mark!r})"
+                            if mark != _inf
+                            else "late: the input of a run over this state had ended"
+                        )
                     else:
                         heapq.heappush(held, (t, next(seq), event, payload, token))
                     part = partfn(payload) if partfn is not None else token.tracker.name
@@ -841,11 +866,7 @@ class Reorder(StatefulStage):
             for t, ident, key, payload, headers in state["held"]:
                 event = Event(ident, payload, key, t, headers)
                 heapq.heappush(held, (t, next(seq), event, payload, None))
-            wm.value = -_inf if state["watermark"] is None else state["watermark"]
-            now = ctx.clock()
-            for p, t in state["partitions"]:
-                wm._max[p] = t
-                wm._seen[p] = now
+            wm.restore(state, ctx.clock())
         return wm, held, seq
 
     @staticmethod
@@ -860,12 +881,10 @@ class Reorder(StatefulStage):
         """The held events ``[time, id, key, payload, headers]`` and the watermark."""
         if self._restore is not None or self._wm is None:
             return self._restore or {"held": [], "watermark": None, "partitions": []}
-        wm = self._wm
         return {
             "held": [[e.event_time, e.id, e.key, p, dict(e.headers)]
                      for _t, _s, e, p, _tok in sorted(self._held, key=lambda h: h[:2])],
-            "watermark": wm.value if math.isfinite(wm.value) else None,
-            "partitions": [[p, t] for p, t in wm._max.items()],
+            **self._wm.to_state(),
         }
 
     def restore_state(self, state: Any) -> None:
