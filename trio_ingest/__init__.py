@@ -40,6 +40,7 @@ from ._errors import ConfigError as ConfigError
 from ._errors import DeadLetterError as DeadLetterError
 from ._errors import GraphError as GraphError
 from ._errors import IngestError as IngestError
+from ._errors import InvalidPayloadError as InvalidPayloadError
 from ._errors import NotJsonError as NotJsonError
 from ._errors import PermanentError as PermanentError
 from ._errors import RetryExhaustedError as RetryExhaustedError
@@ -77,6 +78,7 @@ from .stages import route as route
 from .stages import route_by_key as route_by_key
 from .stages import stateful_map as stateful_map
 from .stages import tap as tap
+from .stages import validate as validate
 from .stages import windows as windows
 
 __version__ = "0.1.0"
@@ -95,6 +97,7 @@ __all__ = (
     "Graph",
     "GraphError",
     "IngestError",
+    "InvalidPayloadError",
     "LatencyStatistics",
     "NodeStatistics",
     "NotJsonError",
@@ -133,5 +136,6 @@ __all__ = (
     "stateful_map",
     "tap",
     "testing",
+    "validate",
     "windows",
 )
