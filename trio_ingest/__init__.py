@@ -32,6 +32,7 @@ from . import sinks as sinks
 from . import sources as sources
 from . import stages as stages
 from . import testing as testing
+from ._acks import Completion as Completion
 from ._budget import DeadLetterBudget as DeadLetterBudget
 from ._budget import DeadLetterBudgetError as DeadLetterBudgetError
 from ._edge import EdgeStatistics as EdgeStatistics
@@ -85,6 +86,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     "CircuitBreaker",
+    "Completion",
     "ConfigError",
     "ConstantBackoff",
     "DeadLetter",

@@ -107,7 +107,9 @@ class SourceRunner:
                 )
             events = read.events
             rejected = read.rejected
-            token = intake.enter(events, read.offset, len(rejected), read.partition)
+            token = intake.enter(
+                events, read.offset, len(rejected), read.partition, read.completion
+            )
             if rejected:
                 await rt.dead_letter_records(worker, stats, rejected, token, len(events))
             if not events:

@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 
+from .._acks import Completion
 from .._event import DeadLetter, Event
 
 __all__ = ("Read", "Source")
@@ -28,12 +29,16 @@ class Read:
             watermark per partition: an offset is handed to ``commit`` once this
             read and every earlier read *of the same partition* is finished.
             ``None`` (the default): one watermark for all reads.
+        completion: Told how each event (and rejected record) of this read
+            finishes, and done when all are (a source that answers a caller per
+            read, as the HTTP source answers a request).
     """
 
     events: list[Event]
     offset: Any = None
     rejected: list[DeadLetter] = attrs.field(factory=list)
     partition: Any = None
+    completion: Completion | None = None
 
 
 class Source:
