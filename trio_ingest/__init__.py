@@ -20,12 +20,14 @@ values -> contracts and connectors -> graph -> runtime -> builders -> observe / 
 - contracts and connectors: ``sources``, ``sinks``, ``stages`` (the stage protocol);
 - ``graph``: the model, validation and the plan (pure: nothing runs);
 - ``runtime``: runs a plan;
-- builders: ``_pipeline`` (``Graph`` and ``Pipeline`` with ``run()`` / ``serve()``);
+- builders: ``_pipeline`` (``Graph`` and ``Pipeline`` with ``run()`` / ``serve()``) and
+  ``http`` (``ingest_app``: the HTTP source's endpoint in front of a serving handle);
 - ``observe`` reads handles and reports; ``testing`` is the test kit; ``cli`` the command.
 
 ``tests/test_layers.py`` checks it on the source.
 """
 
+from . import http as http
 from . import observe as observe
 from . import runtime as runtime
 from . import sinks as sinks
@@ -122,6 +124,7 @@ __all__ = (
     "dedupe",
     "filter",
     "flat_map",
+    "http",
     "inspect",
     "key_by",
     "map",

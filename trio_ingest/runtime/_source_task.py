@@ -118,6 +118,8 @@ class SourceRunner:
 
     def stop_intake(self) -> None:
         """Read no more: cancel the read under way (a batch already read goes on)."""
+        if not self._stopping:
+            self.source.stopping()
         self._stopping = True
         if self._read_scope is not None:
             self._read_scope.cancel()

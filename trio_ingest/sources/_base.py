@@ -105,6 +105,13 @@ class Source:
     # runtime enters it in the node's own task before ``open()`` and leaves it after
     # ``aclose()``, so those tasks nest inside the run's task group.
 
+    def stopping(self) -> None:
+        """``stop()`` began: ``read`` will not be called again (the one under way is cancelled).
+
+        Synchronous, called once from the runtime's task; a source that others
+        push into (an HTTP server) stops taking new input here, before the drain.
+        """
+
     async def aclose(self) -> None:
         """Release connections and files; idempotent."""
 
