@@ -146,6 +146,7 @@ class Validate(Operator):
         explain: Callable[[Any, Exception], InvalidPayloadError]
         msgspec = sys.modules.get("msgspec")
         pydantic = sys.modules.get("pydantic")
+        many: Callable[[list[Any]], list[Any]] | None = None
         if isinstance(schema, Mapping):
             check = _json_schema_checker(schema)
             self.convert = False  # a JSON Schema describes dicts: nothing to convert to
@@ -159,6 +160,8 @@ class Validate(Operator):
             check = functools.partial(msgspec.convert, type=schema)
             expected = (msgspec.ValidationError,)
             explain = _msgspec_error
+            # the whole batch in one call (C all the way); per event only when one fails
+            many = functools.partial(msgspec.convert, type=list[schema])
         elif (
             pydantic is not None
             and isinstance(schema, type)
@@ -176,12 +179,18 @@ class Validate(Operator):
         self.name_given = name is not None
         self._expected = expected
         self._explain = explain
+        self._many = many
 
     async def results(
         self, ctx: StageContext, stats: StatsLike, batch: Batch
     ) -> tuple[list[Any], set[int]]:
         """Check every payload; dead-letter the invalid ones with their path and reason."""
         payloads = batch.payloads
+        if self._many is not None:
+            try:
+                return self._many(payloads), set()
+            except self._expected:
+                pass  # find which, one by one
         results, failures = apply_each(self.call, payloads)
         if not failures:
             return results, set()
