@@ -424,3 +424,24 @@ async def test_ingest_app_mounted_in_starlette() -> None:
             assert late.status_code == 503
         shutdown.set()
     assert [e.id for e in sink.events] == ["x"]
+
+
+async def test_run_with_validate_fused_into_the_source_task() -> None:
+    sink, dead = ti.sinks.Memory(), ti.sinks.Memory()
+    source = ti.sources.HTTP(port=0, id_field="id")
+    pipeline = ti.Pipeline(source, ti.validate(Price), sink=sink, dead_letter=dead)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pipeline.run)  # run(): validate runs fused in the source's own task
+        await wait_until(lambda: source.accepting)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{source.port}") as client:
+            r = await client.post("/events", json=[{"id": "a", "price": 1}, {"id": "b"}])
+            assert r.status_code == 200
+            assert r.json() == {
+                "accepted": 1, "filtered": 0, "dead_lettered": 1, "ids": ["a", "b"],
+                "errors": [{"id": "b", "error": "$.price: required field missing"}],
+            }
+        pipeline.request_stop()
+    assert sink.events[0].payload == Price(1.0)
+    report = pipeline.report()
+    assert report is not None
+    assert_accounted(report)

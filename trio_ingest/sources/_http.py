@@ -514,7 +514,7 @@ class HTTP(Source):
     """
 
     name = "http"
-    commit_interval = 0.0
+    commit_interval = 0.5  # nothing to commit: the offsets are request numbers
 
     def __init__(
         self,
