@@ -445,3 +445,18 @@ async def test_run_with_validate_fused_into_the_source_task() -> None:
     report = pipeline.report()
     assert report is not None
     assert_accounted(report)
+
+
+async def test_other_routes_go_to_the_fallback_app() -> None:
+    async def metrics(scope: Any, receive: Any, send: Any) -> None:
+        body = f"# the fallback saw {scope['path']}\n".encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": body})
+
+    source = ti.sources.HTTP(port=0, fallback=metrics)
+    pipeline = ti.Pipeline(source, sink=ti.sinks.Memory())
+    async with serving(pipeline, source) as (_handle, client):
+        assert (await client.get("/metrics")).text == "# the fallback saw /metrics\n"
+        assert (await client.post("/events", json={"n": 1})).status_code == 200
+        assert source.app.statuses == {200: 1}

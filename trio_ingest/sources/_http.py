@@ -133,9 +133,10 @@ class Gate(Protocol):
     ) -> bool:
         """Put all of ``events`` in, joining ``completion``; or, after ``timeout``, none.
 
-        Returns once they are in the first edge; False when they could not enter in
-        time. A cancelled submit takes nothing unless it already returned... (see the
-        implementations).
+        Returns True once they are in the first edge (or, for the source, taken by
+        its read: the accept mode then waits until they are in the edge); False when
+        they could not enter in time, and then nothing was taken. A cancelled submit
+        that has not returned True took nothing.
 
         Raises:
             anyio.ClosedResourceError: The pipeline is stopping; nothing was taken.
@@ -295,8 +296,7 @@ class IngestApp:
         self.options = options
         self.fallback = fallback
         self._new_id = IdMaker(name)
-        self.requests = 0  # answered requests, by status (a live view for tests and logs)
-        self.statuses: dict[int, int] = {}
+        self.statuses: dict[int, int] = {}  # answers sent, by status (a live view)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -336,7 +336,6 @@ class IngestApp:
             headers.append((b"retry-after", b"%d" % self.options.retry_after))
         if allow:
             headers.append((b"allow", b"POST"))
-        self.requests += 1
         self.statuses[status] = self.statuses.get(status, 0) + 1
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
