@@ -17,7 +17,9 @@ the medians reported:
   (``synchronous=NORMAL``): the latency cost of a truthful ack is the commit row's
   p50/p99 against the accept row's.
 
-Goal (issue 15): HTTP -> Null >= 0.8x the bare handler's requests/s.
+Goal (issue 15): HTTP -> Null >= 0.8x the bare handler's requests/s. The server's
+CPU seconds per request are reported too (``psutil``): on a shared machine wall-clock
+req/s swings with the neighbours, while CPU per request measures what a request costs.
 
 ``validate``: ``ti.validate(Struct)`` against a plain loop calling
 ``msgspec.convert`` on each payload (goal: >= 0.8x the loop's events/s), two ways:
@@ -140,7 +142,7 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(kind: str, workdir: str) -> Iterator[int]:
+def server(kind: str, workdir: str) -> Iterator[tuple[int, int]]:
     port = _free_port()
     child = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.bench_http", "--serve", kind, "--port", str(port),
@@ -157,7 +159,7 @@ def server(kind: str, workdir: str) -> Iterator[int]:
                 if time.monotonic() > deadline or child.poll() is not None:
                     raise RuntimeError(f"the {kind} server did not start") from None
                 time.sleep(0.05)
-        yield port
+        yield port, child.pid
     finally:
         child.terminate()
         try:
@@ -176,13 +178,21 @@ def _seconds(text: str) -> float:
     return float(match[1]) * _UNITS[match[2]]
 
 
-def wrk(port: int, seconds: int, connections: int) -> dict[str, Any]:
+def _cpu(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def wrk(port: int, seconds: int, connections: int, pid: int) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
             'wrk.method = "POST"\n'
             f"wrk.body = {json.dumps(BODY)}\n"
             'wrk.headers["Content-Type"] = "application/json"\n'
         )
+    cpu_before = _cpu(pid)
     try:
         out = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name,
@@ -191,6 +201,8 @@ def wrk(port: int, seconds: int, connections: int) -> dict[str, Any]:
         ).stdout
     finally:
         os.unlink(script.name)
+    cpu = _cpu(pid) - cpu_before
+    requests = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.MULTILINE))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -199,6 +211,8 @@ def wrk(port: int, seconds: int, connections: int) -> dict[str, Any]:
         "requests_per_second": rps,
         "p50_ms": round(_seconds(latency["50"]) * 1e3, 3),
         "p99_ms": round(_seconds(latency["99"]) * 1e3, 3),
+        # the server's own CPU per request: what a request costs, whatever the neighbours do
+        "server_cpu_us_per_request": round(cpu / requests * 1e6, 1) if requests else None,
         "non_2xx": int(non2xx[1]) if non2xx else 0,
         "socket_errors": errors[1].strip() if errors else "",
     }
@@ -207,13 +221,13 @@ def wrk(port: int, seconds: int, connections: int) -> dict[str, Any]:
 # -- validate against msgspec.convert ------------------------------------------------------
 
 
-def bench_validate(n: int, repeat: int) -> dict[str, Any]:
+def bench_validate(n: int, repeat: int, *, tracked: bool = True) -> dict[str, Any]:
     import msgspec
     import trio
 
     import trio_ingest as ti
 
-    class Click(msgspec.Struct):
+    class Click(msgspec.Struct, gc=tracked):  # gc=False: msgspec's knob for untracked Structs
         user: str
         action: str
         amount: float
@@ -261,6 +275,7 @@ def bench_validate(n: int, repeat: int) -> dict[str, Any]:
     marginal = statistics.median(with_s) - statistics.median(without_s)
     busy, wall = statistics.median(busy_s), statistics.median(wall_s)
     result = {
+        "struct": f"msgspec.Struct, gc={tracked}",
         "events": n,
         # the stage's own step time (convert, batch assembly, counters; the runtime's clock)
         # against the loop's wall time: the cost of validate itself, without the run around it
@@ -311,12 +326,13 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as workdir:
             for _ in range(repeat):  # interleaved rounds: a drift of the machine hits all rows
                 for kind in SERVERS:
-                    with server(kind, workdir) as port:
-                        wrk(port, 1, args.connections)  # warm up
-                        row = wrk(port, seconds, args.connections)
+                    with server(kind, workdir) as (port, pid):
+                        wrk(port, 1, args.connections, pid)  # warm up
+                        row = wrk(port, seconds, args.connections, pid)
                     runs[kind].append(row)
                     print(f"{LABELS[kind]:<28} {row['requests_per_second']:>9.0f} req/s  "
                           f"p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  "
+                          f"server CPU {row['server_cpu_us_per_request']} us/req  "
                           f"non-2xx {row['non_2xx']}", flush=True)
         for kind, rows in runs.items():
             results["servers"][kind] = {
@@ -324,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
                 "requests_per_second": statistics.median(r["requests_per_second"] for r in rows),
                 "p50_ms": statistics.median(r["p50_ms"] for r in rows),
                 "p99_ms": statistics.median(r["p99_ms"] for r in rows),
+                "server_cpu_us_per_request": statistics.median(
+                    r["server_cpu_us_per_request"] for r in rows
+                ),
                 "non_2xx": sum(r["non_2xx"] for r in rows),
                 "runs": rows,
             }
@@ -331,13 +350,21 @@ def main(argv: list[str] | None = None) -> int:
         for kind in SERVERS[1:]:
             row = results["servers"][kind]
             row["ratio_to_bare"] = round(row["requests_per_second"] / bare, 3)
+            # requests per server CPU second, relative to the bare handler's
+            row["cpu_ratio_to_bare"] = round(
+                results["servers"]["bare"]["server_cpu_us_per_request"]
+                / row["server_cpu_us_per_request"], 3,
+            )
         commit, accept = results["servers"]["sqlite-commit"], results["servers"]["sqlite-accept"]
         results["truthful_ack_cost_sqlite_ms"] = {
             "p50": round(commit["p50_ms"] - accept["p50_ms"], 3),
             "p99": round(commit["p99_ms"] - accept["p99_ms"], 3),
         }
-    results["validate"] = bench_validate(20_000 if args.quick else 200_000, 1 if args.quick else 5)
-    print(json.dumps(results["validate"], indent=2), flush=True)
+    n, rounds = (20_000, 1) if args.quick else (200_000, 5)
+    results["validate"] = bench_validate(n, rounds)
+    results["validate_untracked_struct"] = bench_validate(n, rounds, tracked=False)
+    print(json.dumps([results["validate"], results["validate_untracked_struct"]], indent=2),
+          flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}", flush=True)

@@ -44,6 +44,9 @@ class HandleGate:
     def max_events(self) -> int | None:
         return self.handle.capacity
 
+    def would_wait(self, n: int) -> bool:
+        return True  # the handle's room is its own business: always watch the client
+
     async def submit(
         self, events: list[Event], completion: Completion, timeout: float, ack: str
     ) -> bool:

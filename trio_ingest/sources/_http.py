@@ -128,6 +128,10 @@ class Gate(Protocol):
         """Most events one request may carry through this gate (None: no own limit)."""
         ...
 
+    def would_wait(self, n: int) -> bool:
+        """Whether ``n`` events might have to wait to enter (then the client is watched)."""
+        ...
+
     async def submit(
         self, events: list[Event], completion: Completion, timeout: float, ack: str
     ) -> bool:
@@ -404,26 +408,44 @@ class IngestApp:
     ) -> str | None:
         """Submit, then (ack="commit") wait until finished; None when the client went away."""
         options = self.options
-        outcome: str | None = None
+        gate = self.gate
+        try:
+            if gate.would_wait(len(events)):
+                taken = await self._submit_watched(events, completion, receive)
+                if taken is None:
+                    return None
+            else:  # taken at the gate's next turn: no window for a disconnect to matter
+                taken = await gate.submit(events, completion, options.queue_timeout, options.ack)
+        except anyio.ClosedResourceError:
+            return "stopping"
+        if not taken:
+            return "busy"
+        if options.ack == "commit":
+            # a client that leaves now changes nothing: the events finish, the answer is lost
+            await completion.wait()
+        return "done"
+
+    async def _submit_watched(
+        self, events: list[Event], completion: Completion, receive: Receive
+    ) -> bool | None:
+        """Submit while watching the client: one that leaves before the events enter
+        withdraws them (None)."""
+        options = self.options
+        gone = anyio.Event()
+        taken = False
+        closed = False
         async with anyio.create_task_group() as tg:
-            gone = anyio.Event()
             tg.start_soon(_watch, receive, gone, tg.cancel_scope)
             try:
                 taken = await self.gate.submit(
                     events, completion, options.queue_timeout, options.ack
                 )
             except anyio.ClosedResourceError:
-                outcome = "stopping"
-            else:
-                if not taken:
-                    outcome = "busy"
-                elif options.ack == "commit":
-                    await completion.wait()
-                    outcome = "done"
-                else:
-                    outcome = "done"
+                closed = True
             tg.cancel_scope.cancel()
-        return None if gone.is_set() else outcome
+        if closed:
+            raise anyio.ClosedResourceError("the pipeline is stopping")
+        return None if gone.is_set() and not taken else taken
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -571,6 +593,10 @@ class HTTP(Source):
     @property
     def max_events(self) -> int | None:
         return None
+
+    def would_wait(self, n: int) -> bool:
+        # the reader is parked and nobody is ahead: it takes this offer at its next turn
+        return self._wake is None or bool(self._offers)
 
     async def submit(
         self, events: list[Event], completion: Completion, timeout: float, ack: str
