@@ -460,3 +460,53 @@ async def test_other_routes_go_to_the_fallback_app() -> None:
         assert (await client.get("/metrics")).text == "# the fallback saw /metrics\n"
         assert (await client.post("/events", json={"n": 1})).status_code == 200
         assert source.app.statuses == {200: 1}
+
+
+async def test_ingest_app_tells_the_truth_when_stop_comes_while_a_request_waits() -> None:
+    import socket
+
+    import sniffio
+    from hypercorn.config import Config
+
+    if sniffio.current_async_library() == "trio":
+        from hypercorn.trio import serve
+    else:
+        from hypercorn.asyncio import serve  # type: ignore[assignment]
+    sink = GatedMemory()
+    sink.close_gate()
+    pipeline = ti.Pipeline(ti.sources.from_iterable([]), sink=sink, capacity=2, max_batch=2)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]
+    config.accesslog = None
+    shutdown = anyio.Event()
+    answers: dict[str, httpx.Response] = {}
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(pipeline.serve)
+        app = ti.http.ingest_app(handle, queue_timeout=30)
+        tg.start_soon(lambda: serve(app, config, shutdown_trigger=shutdown.wait, mode="asgi"))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+
+            async def post(name: str, n: int) -> None:
+                answers[name] = await client.post("/events", json=[{"n": i} for i in range(n)])
+
+            async with anyio.create_task_group() as posters:
+                posters.start_soon(post, "held", 2)  # taken by the sink, which waits
+                await wait_until(lambda: handle.report().received == 2)
+                posters.start_soon(post, "queued", 2)  # fills the edge
+                await wait_until(lambda: handle.report().received == 4)
+                posters.start_soon(post, "waiting", 2)  # waits for room (or meets the stop)
+                posters.start_soon(handle.stop)
+                await wait_until(lambda: handle.closed)
+                late = await client.post("/events", json={"n": 9})
+                assert late.status_code == 503 and "stopping" in late.json()["error"]
+                sink.gate.set()
+        shutdown.set()
+    assert answers["held"].status_code == answers["queued"].status_code == 200
+    # the waiting request is answered truthfully either way: taken (200) or not at all (503)
+    waiting = answers["waiting"].status_code
+    assert waiting in (200, 503)
+    assert len(sink.events) == (6 if waiting == 200 else 4)

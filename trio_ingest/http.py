@@ -22,7 +22,7 @@ import anyio
 
 from ._acks import Completion
 from ._event import Event
-from .sources._http import ASGIApp, IngestApp, IngestOptions
+from .sources._http import ASGIApp, IngestApp, IngestOptions, Receive, watched
 
 if TYPE_CHECKING:
     from .runtime._handle import PipelineHandle
@@ -44,21 +44,36 @@ class HandleGate:
     def max_events(self) -> int | None:
         return self.handle.capacity
 
-    def would_wait(self, n: int) -> bool:
-        return True  # the handle's room is its own business: always watch the client
-
     async def submit(
-        self, events: list[Event], completion: Completion, timeout: float, ack: str
-    ) -> bool:
-        """All of ``events`` (at most the edge capacity: in whole) or, after ``timeout``, none.
+        self,
+        events: list[Event],
+        completion: Completion,
+        timeout: float,
+        ack: str,
+        receive: Receive,
+    ) -> bool | None:
+        """All of ``events`` (at most the edge capacity: in whole) or, after ``timeout``
+        or a disconnect of the client, none.
 
         Raises:
             anyio.ClosedResourceError: The pipeline is stopping; nothing was taken.
         """
-        with anyio.move_on_after(timeout):
-            await self.handle.send_batch(events, completion=completion)
-            return True
-        return False
+        taken = closed = False
+
+        async def send() -> None:
+            nonlocal taken, closed
+            with anyio.move_on_after(timeout):
+                try:
+                    await self.handle.send_batch(events, completion=completion)
+                except anyio.ClosedResourceError:
+                    closed = True  # raised below, not through the watcher's task group
+                    return
+                taken = True
+
+        here = await watched(send, receive)
+        if closed:
+            raise anyio.ClosedResourceError("the pipeline is stopping")
+        return taken if here or taken else None
 
 
 def ingest_app(
