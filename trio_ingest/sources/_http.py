@@ -615,10 +615,11 @@ class HTTP(Source):
             self._wake = None
         here = True
         try:
-            with anyio.move_on_after(timeout):
-                with anyio.move_on_after(min(WATCH_AFTER, timeout)):
-                    await offer.woken.wait()
-                if not offer.woken.is_set():
+            first = min(WATCH_AFTER, timeout)
+            with anyio.move_on_after(first):  # the common case: taken at once, one scope
+                await offer.woken.wait()
+            if not offer.woken.is_set():
+                with anyio.move_on_after(timeout - first):
                     here = await watched(offer.woken.wait, receive)
         finally:
             if not offer.taken:  # timed out, gone, cancelled or refused: withdrawn
