@@ -510,3 +510,51 @@ async def test_ingest_app_tells_the_truth_when_stop_comes_while_a_request_waits(
     waiting = answers["waiting"].status_code
     assert waiting in (200, 503)
     assert len(sink.events) == (6 if waiting == 200 else 4)
+
+
+async def test_requests_read_together_are_answered_each_with_its_own_outcome() -> None:
+    sink, dead = GatedMemory(), ti.sinks.Memory()
+    sink.close_gate()
+    source = ti.sources.HTTP(port=0, id_field="id", queue_timeout=30)
+    pipeline = ti.Pipeline(
+        source, ti.validate(Price, convert=False), sink=sink, dead_letter=dead,
+        capacity=2, max_batch=2,
+    )
+    answers: dict[str, Any] = {}
+
+    def received() -> int:
+        report = pipeline.report()
+        return report.received if report is not None else 0
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pipeline.run)  # validate fused into the source's task: one edge to the sink
+        await wait_until(lambda: source.accepting)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{source.port}") as client:
+
+            async def post(name: str, *events: dict[str, Any]) -> None:
+                r = await client.post("/events", json=list(events))
+                answers[name] = (r.status_code, r.json())
+
+            async with anyio.create_task_group() as posters:
+                posters.start_soon(post, "a", {"id": "a1", "price": 1}, {"id": "a2", "price": 2})
+                await wait_until(lambda: received() == 2)  # the sink holds them
+                posters.start_soon(post, "b", {"id": "b1", "price": 1}, {"id": "b2", "price": 2})
+                await wait_until(lambda: received() == 4)  # in the edge
+                posters.start_soon(post, "c", {"id": "c1", "price": 1})
+                await wait_until(lambda: received() == 5)  # read: the source waits for room
+                posters.start_soon(post, "d", {"id": "d1", "price": "x"})
+                posters.start_soon(post, "e", {"id": "e1", "price": 3})
+                await wait_until(lambda: len(source._offers) == 2)
+                reads = source._reads
+                sink.gate.set()
+            assert source._reads == reads + 1  # d and e went in as one read, two parts
+        pipeline.request_stop()
+    assert answers["d"] == (200, {
+        "accepted": 0, "filtered": 0, "dead_lettered": 1, "ids": ["d1"],
+        "errors": [{"id": "d1", "error": '$.price: expected float, got "x"'}],
+    })
+    assert answers["e"] == (200, {"accepted": 1, "filtered": 0, "dead_lettered": 0, "ids": ["e1"]})
+    assert all(answers[k][1]["accepted"] == len(answers[k][1]["ids"]) for k in "abc")
+    report = pipeline.report()
+    assert report is not None
+    assert_accounted(report)

@@ -100,6 +100,26 @@ class Intake:
         stats.batches += 1
         return token
 
+    def enter_parts(
+        self, events: list[Event], offset: Any, parts: Sequence[tuple[int, Completion | None]]
+    ) -> list[AckToken]:
+        """Admit a read made of parts (``(count, completion)`` each): one token per part.
+
+        Returns the token of each event, in order.
+        """
+        tokens: list[AckToken] = []
+        for count, completion in parts:
+            token = self.ledger.admit(self.tracker, offset, count, 1, completion)
+            tokens += [token] * count
+        if len(tokens) != len(events):
+            raise AssertionError(f"the parts of a read count {len(tokens)} events, not "
+                                 f"{len(events)} (a source bug)")
+        stats = self.stats
+        stats.events_in += len(events)
+        stats.events_out += len(events)
+        stats.batches += 1
+        return tokens
+
     def traced(self, batch: Batch) -> Batch:
         """``batch`` with the intake's span as its trace (when tracing is on)."""
         if self.tracer is not None:

@@ -106,6 +106,12 @@ class SourceRunner:
                     f"{type(source).__name__}.read() must return a Read or None, got {read!r}"
                 )
             events = read.events
+            if read.parts is not None:  # several callers' events, a token each
+                tokens = intake.enter_parts(events, read.offset, read.parts)
+                if events:
+                    payloads = [e.payload for e in events]
+                    await forward(intake.traced(Batch(events, payloads, tokens)))
+                continue
             rejected = read.rejected
             token = intake.enter(
                 events, read.offset, len(rejected), read.partition, read.completion

@@ -32,6 +32,10 @@ class Read:
         completion: Told how each event (and rejected record) of this read
             finishes, and done when all are (a source that answers a caller per
             read, as the HTTP source answers a request).
+        parts: For a read that gathers several callers' events (the HTTP source:
+            the requests waiting, one part each), ``(count, completion)`` of each
+            consecutive run of ``events``: each part gets its own acknowledgement
+            token and completion. Such a read has no ``rejected`` records.
     """
 
     events: list[Event]
@@ -39,6 +43,7 @@ class Read:
     rejected: list[DeadLetter] = attrs.field(factory=list)
     partition: Any = None
     completion: Completion | None = None
+    parts: list[tuple[int, Completion | None]] | None = None
 
 
 class Source:

@@ -501,10 +501,10 @@ class HTTP(Source):
     Runs a Hypercorn server inside the source's own task (on Trio or asyncio) on
     ``host:port``: ``POST path`` takes one JSON object, a JSON array or NDJSON
     (``Content-Encoding: gzip`` welcome), with the answers listed in this module's
-    docstring. Each request is one read of the source: its events are admitted
-    together, and with ``ack="commit"`` the request is answered once each of them
-    is finished (written, dead-lettered, filtered), without waiting for any other
-    request. A request that cannot enter within ``queue_timeout`` (the first edge
+    docstring. The requests waiting are read together, each with its own
+    acknowledgement token: with ``ack="commit"`` a request is answered once each of
+    its events is finished (written, dead-lettered, filtered), without waiting for
+    any other request. A request that cannot enter within ``queue_timeout`` (the first edge
     stays full) gets 503 and nothing of it is taken.
 
     Ids come from ``id_field``, else the ``Idempotency-Key`` header (``<key>:<i>``),
@@ -566,7 +566,7 @@ class HTTP(Source):
         self.app = IngestApp(self, self.options, name=self.name, fallback=fallback)
         self._offers: deque[_Offer] = deque()
         self._wake: anyio.Event | None = None
-        self._last: _Offer | None = None
+        self._last: list[_Offer] = []  # the offers of the last read
         self._accepting = False
         self._reads = 0
         self._socket: socket.socket | None = None
@@ -701,22 +701,40 @@ class HTTP(Source):
         log.info("%s: taking events at %s (ack=%s)", self.name, self.url, self.options.ack)
 
     async def read(self, max_events: int) -> Read | None:
-        """The next request's events: one read per request, whatever its size."""
+        """The events of the requests waiting (at least one, else up to ``max_events``).
+
+        Each request is one part of the read (its own token and completion), so its
+        answer waits for its own events only.
+        """
         # the runtime reads again only once the last read's events are in the first edges
-        if self._last is not None:
-            self._last.entered.set()
-            self._last = None
+        for offer in self._last:
+            offer.entered.set()
+        self._last = []
         while not self._offers:
             if not self._accepting:
                 return None
             self._wake = anyio.Event()
             await self._wake.wait()
-        offer = self._offers.popleft()
-        offer.taken = True
-        offer.woken.set()
-        self._last = offer
+        offers = self._offers
+        taken = [offers.popleft()]
+        n = len(taken[0].events)
+        while offers and n + len(offers[0].events) <= max_events:
+            offer = offers.popleft()
+            taken.append(offer)
+            n += len(offer.events)
+        for offer in taken:
+            offer.taken = True
+            offer.woken.set()
+        self._last = taken
         self._reads += 1
-        return Read(offer.events, offset=self._reads, completion=offer.completion)
+        if len(taken) == 1:
+            offer = taken[0]
+            return Read(offer.events, offset=self._reads, completion=offer.completion)
+        events = [e for offer in taken for e in offer.events]
+        parts: list[tuple[int, Completion | None]] = [
+            (len(offer.events), offer.completion) for offer in taken
+        ]
+        return Read(events, offset=self._reads, parts=parts)
 
     def stopping(self) -> None:
         """``stop()`` began: refuse new requests (503) and those still waiting to enter."""
@@ -728,6 +746,6 @@ class HTTP(Source):
     async def aclose(self) -> None:
         """Refuse what still comes; the last read's events are in (or finished) by now."""
         self._refuse()
-        if self._last is not None:
-            self._last.entered.set()
-            self._last = None
+        for offer in self._last:
+            offer.entered.set()
+        self._last = []
