@@ -23,6 +23,7 @@ LAYERS = {
     "graph": 2,
     "runtime": 3,
     "_pipeline": 4,
+    "http": 4,  # ti.http.ingest_app: the source's endpoint in front of a handle
     "observe": 5,
     "testing": 5,
     "cli": 6,

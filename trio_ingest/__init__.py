@@ -21,12 +21,14 @@ values -> contracts and connectors -> graph -> runtime -> builders -> observe / 
   ``state`` (state stores);
 - ``graph``: the model, validation and the plan (pure: nothing runs);
 - ``runtime``: runs a plan;
-- builders: ``_pipeline`` (``Graph`` and ``Pipeline`` with ``run()`` / ``serve()``);
+- builders: ``_pipeline`` (``Graph`` and ``Pipeline`` with ``run()`` / ``serve()``) and
+  ``http`` (``ingest_app``: the HTTP source's endpoint in front of a serving handle);
 - ``observe`` reads handles and reports; ``testing`` is the test kit; ``cli`` the command.
 
 ``tests/test_layers.py`` checks it on the source.
 """
 
+from . import http as http
 from . import observe as observe
 from . import runtime as runtime
 from . import sinks as sinks
@@ -34,6 +36,7 @@ from . import sources as sources
 from . import stages as stages
 from . import state as state
 from . import testing as testing
+from ._acks import Completion as Completion
 from ._budget import DeadLetterBudget as DeadLetterBudget
 from ._budget import DeadLetterBudgetError as DeadLetterBudgetError
 from ._edge import EdgeStatistics as EdgeStatistics
@@ -42,6 +45,7 @@ from ._errors import ConfigError as ConfigError
 from ._errors import DeadLetterError as DeadLetterError
 from ._errors import GraphError as GraphError
 from ._errors import IngestError as IngestError
+from ._errors import InvalidPayloadError as InvalidPayloadError
 from ._errors import NotJsonError as NotJsonError
 from ._errors import PermanentError as PermanentError
 from ._errors import RetryExhaustedError as RetryExhaustedError
@@ -79,12 +83,14 @@ from .stages import route as route
 from .stages import route_by_key as route_by_key
 from .stages import stateful_map as stateful_map
 from .stages import tap as tap
+from .stages import validate as validate
 from .stages import windows as windows
 
 __version__ = "0.1.0"
 
 __all__ = (
     "CircuitBreaker",
+    "Completion",
     "ConfigError",
     "ConstantBackoff",
     "DeadLetter",
@@ -97,6 +103,7 @@ __all__ = (
     "Graph",
     "GraphError",
     "IngestError",
+    "InvalidPayloadError",
     "LatencyStatistics",
     "NodeStatistics",
     "NotJsonError",
@@ -119,6 +126,7 @@ __all__ = (
     "dedupe",
     "filter",
     "flat_map",
+    "http",
     "inspect",
     "key_by",
     "map",
@@ -136,5 +144,6 @@ __all__ = (
     "stateful_map",
     "tap",
     "testing",
+    "validate",
     "windows",
 )

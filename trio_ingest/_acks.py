@@ -10,6 +10,11 @@ order completions arrive in. All bookkeeping is per batch, not per event.
 A partitioned source (Kafka) tags each read with a partition: the tracker then
 keeps one watermark per partition (a *lane*, :meth:`AckTracker.lane`), so a
 slow partition holds back only its own commits.
+
+A caller that wants to know when *its own* events are finished (an HTTP request
+answered only once its events are written) passes a :class:`Completion` when
+they are admitted: every token issued for them counts into it, and it is done
+when they are all finished, whatever earlier reads still hold the watermark.
 """
 
 from __future__ import annotations
@@ -20,18 +25,107 @@ from typing import Any
 
 import anyio
 
-__all__ = ("AckToken", "AckTracker", "finish", "retain")
+__all__ = ("AckToken", "AckTracker", "Completion", "finish", "retain")
+
+
+#: How an event can finish, as :func:`finish` is told (``None``: an undone copy).
+DELIVERED, DEAD_LETTERED, FILTERED = 0, 1, 2
+
+
+class Completion:
+    """What became of the events of one admission (a request): awaitable, counted by kind.
+
+    Give it to ``PipelineHandle.send_batch(..., completion=c)`` (or a source's
+    ``Read.completion``); every token issued for those events joins it. ``wait()``
+    returns once all of them are finished: delivered by a sink, dead-lettered or
+    filtered (copies made by fan-out or ``flat_map`` count one each). It does not
+    wait for anybody else's events. Nothing keeps it alive but its tokens and its
+    waiter: a waiter that goes away (a cancelled request) changes no accounting.
+
+    Attributes:
+        delivered: Units written by a sink.
+        dead_lettered: Units taken by the dead-letter sink.
+        filtered: Units dropped on purpose by a filter.
+        letters: ``(event id, reason)`` of the first ``max_letters`` dead letters.
+    """
+
+    __slots__ = (
+        "_done", "_event", "_open", "_sealed", "dead_lettered", "delivered", "filtered",
+        "letters", "max_letters",
+    )
+
+    def __init__(self, *, max_letters: int = 100) -> None:
+        self.delivered = 0
+        self.dead_lettered = 0
+        self.filtered = 0
+        self.letters: list[tuple[str, str]] = []
+        self.max_letters = max_letters
+        self._open = 0  # tokens joined and not finished
+        self._sealed = False  # no more tokens will join
+        self._done = False
+        self._event: anyio.Event | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<Completion delivered={self.delivered} dead_lettered={self.dead_lettered} "
+            f"filtered={self.filtered} open_reads={self._open} done={self._done}>"
+        )
+
+    @property
+    def done(self) -> bool:
+        """Sealed, and every event of it finished."""
+        return self._done
+
+    @property
+    def finished(self) -> int:
+        """Units finished so far, of every kind."""
+        return self.delivered + self.dead_lettered + self.filtered
+
+    def note_letter(self, event_id: str, reason: str) -> None:
+        """Remember why one of these events is being dead-lettered (the first few)."""
+        if len(self.letters) < self.max_letters:
+            self.letters.append((event_id, reason))
+
+    def seal(self) -> None:
+        """No more events will join: done as soon as those that did are finished."""
+        self._sealed = True
+        self._check()
+
+    async def wait(self) -> Completion:
+        """Seal, then wait until every event that joined is finished; return ``self``."""
+        self.seal()
+        if not self._done:
+            if self._event is None:
+                self._event = anyio.Event()
+            await self._event.wait()
+        return self
+
+    def _joined(self) -> None:
+        self._open += 1
+
+    def _finished(self) -> None:
+        self._open -= 1
+        self._check()
+
+    def _check(self) -> None:
+        if self._sealed and self._open <= 0 and not self._done:
+            self._done = True
+            if self._event is not None:
+                self._event.set()
 
 
 class AckToken:
     """One source read: its offset and how many units of work are still open."""
 
-    __slots__ = ("offset", "pending", "tracker")
+    __slots__ = ("completion", "offset", "pending", "tracker")
 
-    def __init__(self, tracker: AckTracker, offset: Any, pending: int) -> None:
+    def __init__(
+        self, tracker: AckTracker, offset: Any, pending: int, completion: Completion | None = None
+    ) -> None:
         self.tracker = tracker
         self.offset = offset
         self.pending = pending
+        self.completion = completion
 
     def __repr__(self) -> str:
         return f"<AckToken {self.tracker.name}@{self.offset!r} pending={self.pending}>"
@@ -76,12 +170,14 @@ class AckTracker:
             )
         return lane
 
-    def issue(self, offset: Any, count: int) -> AckToken:
-        """Register a read of ``count`` events ending at ``offset``."""
-        token = AckToken(self, offset, count)
+    def issue(self, offset: Any, count: int, completion: Completion | None = None) -> AckToken:
+        """Register a read of ``count`` events ending at ``offset`` (joining ``completion``)."""
+        token = AckToken(self, offset, count, completion)
         self._open.append(token)
         if count == 0:
             self._advance()
+        elif completion is not None:
+            completion._joined()
         return token
 
     @property
@@ -155,23 +251,39 @@ class AckTracker:
         await self._changed.wait()
 
 
-def finish(tokens: Sequence[AckToken]) -> None:
-    """Mark one unit of work finished for every entry of ``tokens`` (one per event)."""
+def finish(tokens: Sequence[AckToken], kind: int | None = None) -> None:
+    """Mark one unit of work finished for every entry of ``tokens`` (one per event).
+
+    ``kind`` (:data:`DELIVERED`, :data:`DEAD_LETTERED`, :data:`FILTERED`) is counted
+    into the tokens' completions; ``None`` undoes a copy that was never sent.
+    """
     n = len(tokens)
     if n == 0:
         return
     first = tokens[0]
     if tokens.count(first) == n:  # the common case: the whole batch came from one read
-        first.pending -= n
-        if first.pending <= 0:
-            _check(first)
-            first.tracker._advance()
+        _finish(first, n, kind)
         return
     for token, k in Counter(tokens).items():
-        token.pending -= k
-        if token.pending <= 0:
-            _check(token)
-            token.tracker._advance()
+        _finish(token, k, kind)
+
+
+def _finish(token: AckToken, k: int, kind: int | None) -> None:
+    token.pending -= k
+    completion = token.completion
+    if completion is not None and kind is not None:
+        if kind == DELIVERED:
+            completion.delivered += k
+        elif kind == DEAD_LETTERED:
+            completion.dead_lettered += k
+        else:
+            completion.filtered += k
+    if token.pending <= 0:
+        _check(token)
+        token.tracker._advance()
+        if completion is not None:
+            token.completion = None  # a token finishes once: leave it no way to count twice
+            completion._finished()
 
 
 def retain(tokens: Sequence[AckToken], copies: int = 1) -> None:

@@ -11,6 +11,7 @@ __all__ = (
     "DeadLetterError",
     "GraphError",
     "IngestError",
+    "InvalidPayloadError",
     "NotJsonError",
     "PermanentError",
     "RetryExhaustedError",
@@ -92,3 +93,17 @@ class DeadLetterError(IngestError):
         super().__init__(f"{node!r} could not dead-letter event {event_id!r} ({reason}){hint}")
         self.node = node
         self.event_id = event_id
+
+
+class InvalidPayloadError(IngestError, ValueError):
+    """A payload does not match the schema of a ``validate`` stage (a data error: never retried).
+
+    Attributes:
+        path: Where it fails, in the JSONPath form ``$.items[3].price`` (``$``: the payload).
+        reason: What is wrong there (``expected float, got "12,5"``).
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._acks import Completion
 from .._edge import EdgeBrokenError, SendProgress
 from .._event import Event
 from .._ids import IdMaker
@@ -66,7 +67,11 @@ class PipelineHandle:
         await self.send_batch([item])
 
     async def send_batch(
-        self, items: Sequence[Event | Any], *, progress: SendProgress | None = None
+        self,
+        items: Sequence[Event | Any],
+        *,
+        progress: SendProgress | None = None,
+        completion: Completion | None = None,
     ) -> None:
         """Feed several events at once; blocks while the first edges are full.
 
@@ -74,6 +79,14 @@ class PipelineHandle:
         is cancelled, not at all. A larger batch goes in parts; pass a
         :class:`~trio_ingest.SendProgress` to read how many went in before a
         cancellation (the rest were not taken: send them again).
+
+        Pass a :class:`~trio_ingest.Completion` to learn when the events taken are
+        finished, and how (``await completion.wait()``: delivered, dead-lettered,
+        filtered), without waiting for anybody else's events::
+
+            done = ti.Completion()
+            await handle.send_batch(events, completion=done)
+            outcome = await done.wait()  # every event written, dead-lettered or filtered
 
         Raises:
             anyio.ClosedResourceError: After ``stop()``, or when ``stop()`` came while
@@ -90,7 +103,7 @@ class PipelineHandle:
             await checkpointer.gate()  # a checkpoint under way: nothing enters until it is cut
         self._count += len(events)
         try:
-            await self._intake.admit(events, self._count, progress)
+            await self._intake.admit(events, self._count, progress, completion)
         except EdgeBrokenError:
             if not self._closed:
                 raise  # a node failed: the run's own error says which
@@ -113,6 +126,16 @@ class PipelineHandle:
     def report(self) -> RunReport:
         """The live counters (final after the pipeline ended)."""
         return self._rt.report()
+
+    @property
+    def capacity(self) -> int:
+        """Events that go in together: the smallest capacity of the first edges."""
+        return min(sender.edge.capacity for sender in self._intake.senders)
+
+    @property
+    def closed(self) -> bool:
+        """True once ``stop()`` began: the handle takes no more events."""
+        return self._closed
 
     @property
     def stopped(self) -> bool:

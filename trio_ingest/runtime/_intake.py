@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._acks import AckToken, AckTracker
+from .._acks import AckToken, AckTracker, Completion
 from .._batch import Batch
 from .._edge import Edge, EdgeSender, SendProgress, put_all, reserve_all, send_all
 from .._event import Event
@@ -80,19 +80,45 @@ class Intake:
         return all(s.closed for s in self.senders)
 
     def enter(
-        self, events: list[Event], offset: Any, rejected: int = 0, partition: Any = None
+        self,
+        events: list[Event],
+        offset: Any,
+        rejected: int = 0,
+        partition: Any = None,
+        completion: Completion | None = None,
     ) -> AckToken:
         """Admit a read of ``events`` (plus ``rejected`` records) ending at ``offset``.
 
-        A read of a ``partition`` joins that partition's commit watermark (its lane).
+        A read of a ``partition`` joins that partition's commit watermark (its lane);
+        its token joins ``completion``, when given.
         """
         n = len(events) + rejected
-        token = self.ledger.admit(self.tracker.lane(partition), offset, n)
+        token = self.ledger.admit(self.tracker.lane(partition), offset, n, 1, completion)
         stats = self.stats
         stats.events_in += n
         stats.events_out += len(events)
         stats.batches += 1
         return token
+
+    def enter_parts(
+        self, events: list[Event], offset: Any, parts: Sequence[tuple[int, Completion | None]]
+    ) -> list[AckToken]:
+        """Admit a read made of parts (``(count, completion)`` each): one token per part.
+
+        Returns the token of each event, in order.
+        """
+        tokens: list[AckToken] = []
+        for count, completion in parts:
+            token = self.ledger.admit(self.tracker, offset, count, 1, completion)
+            tokens += [token] * count
+        if len(tokens) != len(events):
+            raise AssertionError(f"the parts of a read count {len(tokens)} events, not "
+                                 f"{len(events)} (a source bug)")
+        stats = self.stats
+        stats.events_in += len(events)
+        stats.events_out += len(events)
+        stats.batches += 1
+        return tokens
 
     def traced(self, batch: Batch) -> Batch:
         """``batch`` with the intake's span as its trace (when tracing is on)."""
@@ -102,13 +128,18 @@ class Intake:
         return batch
 
     async def admit(
-        self, events: list[Event], offset: Any, progress: SendProgress | None = None
+        self,
+        events: list[Event],
+        offset: Any,
+        progress: SendProgress | None = None,
+        completion: Completion | None = None,
     ) -> None:
         """Admit ``events`` exactly as far as the first edges take them.
 
         Waits (FIFO) for room; chunks of at most the smallest capacity go in
         whole. A cancellation admits nothing of the chunk under way;
-        ``progress.sent`` counts the events admitted before it.
+        ``progress.sent`` counts the events admitted before it. The token of each
+        chunk joins ``completion``, when given.
 
         Raises:
             EdgeBrokenError: A first edge has no receiver left.
@@ -123,7 +154,7 @@ class Intake:
             size = min(n - done, step)
             waited = await reserve_all(edges, size) or waited
             chunk = events if size == n else events[done : done + size]
-            token = self.ledger.admit(self.tracker, offset, size, k)
+            token = self.ledger.admit(self.tracker, offset, size, k, completion)
             stats = self.stats
             stats.events_in += size
             stats.events_out += size

@@ -14,7 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._acks import AckToken, AckTracker, finish, retain
+from .._acks import (
+    DEAD_LETTERED,
+    DELIVERED,
+    FILTERED,
+    AckToken,
+    AckTracker,
+    Completion,
+    finish,
+    retain,
+)
 from .._budget import BudgetCounter, DeadLetterBudget, reason_of
 from .._event import DeadLetter
 
@@ -43,9 +52,19 @@ class Ledger:
         tracker = self.trackers[name] = AckTracker(name, keeps_offsets=keeps_offsets)
         return tracker
 
-    def admit(self, tracker: AckTracker, offset: object, n: int, copies: int = 1) -> AckToken:
-        """``n`` events entered through ``tracker`` (each going to ``copies`` outputs)."""
-        token = tracker.issue(offset, n * copies)
+    def admit(
+        self,
+        tracker: AckTracker,
+        offset: object,
+        n: int,
+        copies: int = 1,
+        completion: Completion | None = None,
+    ) -> AckToken:
+        """``n`` events entered through ``tracker`` (each going to ``copies`` outputs).
+
+        Their token joins ``completion``, when given: it learns how each one finishes.
+        """
+        token = tracker.issue(offset, n * copies, completion)
         self.received += n
         self.expanded += n * (copies - 1)
         if self.budget is not None:
@@ -88,17 +107,22 @@ class Ledger:
     def filtered_out(self, tokens: Sequence[AckToken]) -> None:
         """These events were dropped on purpose: finished."""
         self.filtered += len(tokens)
-        finish(tokens)
+        finish(tokens, FILTERED)
 
     def delivered_by_sink(self, tokens: Sequence[AckToken]) -> None:
         """A sink durably wrote these events: finished."""
         self.delivered += len(tokens)
         if self.budget is not None:
             self.budget.delivered(len(tokens))
-        finish(tokens)
+        finish(tokens, DELIVERED)
 
-    def dead_lettering(self, letters: list[DeadLetter], passed: int) -> None:
+    def dead_lettering(
+        self, letters: list[DeadLetter], passed: int, tokens: Sequence[AckToken] = ()
+    ) -> None:
         """These letters are about to be sent (``passed``: events of their batch that went on).
+
+        Each letter's reason is noted in the completion of its token (``tokens[i]``
+        is the token of ``letters[i]``), for whoever awaits those events.
 
         Raises:
             DeadLetterBudgetError: They cross the dead-letter budget; they must not be
@@ -108,11 +132,14 @@ class Ledger:
             self.budget.dead_lettered(
                 (reason_of(lt.error_type, lt.error) for lt in letters), passed=passed
             )
+        for letter, token in zip(letters, tokens, strict=False):
+            if token.completion is not None:
+                token.completion.note_letter(letter.event.id, letter.error)
 
     def dead_lettered_by_sink(self, tokens: Sequence[AckToken]) -> None:
         """The dead-letter sink durably wrote these events: finished."""
         self.dead_lettered += len(tokens)
-        finish(tokens)
+        finish(tokens, DEAD_LETTERED)
 
     @property
     def in_flight(self) -> int:

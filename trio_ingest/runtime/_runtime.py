@@ -336,7 +336,7 @@ class Runtime:
             DeadLetterBudgetError: These letters cross the budget; they are not sent, so
                 their acks never finish and nothing past them commits.
         """
-        self.ledger.dead_lettering(letters, passed)
+        self.ledger.dead_lettering(letters, passed, tokens)
         for letter in letters:
             event = letter.event
             kind = letter.error_type.rpartition(".")[2]  # the class name, as logged on retries

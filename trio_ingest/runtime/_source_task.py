@@ -116,8 +116,16 @@ class SourceRunner:
             if checkpointer is not None:
                 await checkpointer.gate()  # a checkpoint under way: these events wait
             events = read.events
+            if read.parts is not None:  # several callers' events, a token each
+                tokens = intake.enter_parts(events, read.offset, read.parts)
+                if events:
+                    payloads = [e.payload for e in events]
+                    await forward(intake.traced(Batch(events, payloads, tokens)))
+                continue
             rejected = read.rejected
-            token = intake.enter(events, read.offset, len(rejected), read.partition)
+            token = intake.enter(
+                events, read.offset, len(rejected), read.partition, read.completion
+            )
             if rejected:
                 await rt.dead_letter_records(worker, stats, rejected, token, len(events))
             if not events:
@@ -126,6 +134,8 @@ class SourceRunner:
 
     def stop_intake(self) -> None:
         """Read no more: cancel the read under way (a batch already read goes on)."""
+        if not self._stopping:
+            self.source.stopping()
         self._stopping = True
         if self._read_scope is not None:
             self._read_scope.cancel()

@@ -19,10 +19,12 @@ _LAZY = {
     "CSV": "._files",
     "RedisStreams": "._redis",
     "Kafka": "._kafka",
+    "HTTP": "._http",
 }
 
 __all__ = (
     "CSV",
+    "HTTP",
     "FromIterable",
     "JsonLines",
     "Kafka",

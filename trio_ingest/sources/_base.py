@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 
+from .._acks import Completion
 from .._event import DeadLetter, Event
 
 __all__ = ("Read", "Source")
@@ -28,12 +29,21 @@ class Read:
             watermark per partition: an offset is handed to ``commit`` once this
             read and every earlier read *of the same partition* is finished.
             ``None`` (the default): one watermark for all reads.
+        completion: Told how each event (and rejected record) of this read
+            finishes, and done when all are (a source that answers a caller per
+            read, as the HTTP source answers a request).
+        parts: For a read that gathers several callers' events (the HTTP source:
+            the requests waiting, one part each), ``(count, completion)`` of each
+            consecutive run of ``events``: each part gets its own acknowledgement
+            token and completion. Such a read has no ``rejected`` records.
     """
 
     events: list[Event]
     offset: Any = None
     rejected: list[DeadLetter] = attrs.field(factory=list)
     partition: Any = None
+    completion: Completion | None = None
+    parts: list[tuple[int, Completion | None]] | None = None
 
 
 class Source:
@@ -116,6 +126,13 @@ class Source:
             SourceError: The source cannot resume there (the input changed).
         """
         raise NotImplementedError(f"{type(self).__name__} cannot seek")
+
+    def stopping(self) -> None:
+        """``stop()`` began: ``read`` will not be called again (the one under way is cancelled).
+
+        Synchronous, called once from the runtime's task; a source that others
+        push into (an HTTP server) stops taking new input here, before the drain.
+        """
 
     async def aclose(self) -> None:
         """Release connections and files; idempotent."""

@@ -15,6 +15,7 @@ from ._operators import map_batch as map_batch
 from ._operators import map_event as map_event
 from ._operators import route as route
 from ._operators import route_by_key as route_by_key
+from ._validate import validate as validate
 from ._windows import reorder as reorder
 
 tap = inspect
@@ -37,4 +38,5 @@ __all__ = (
     "route_by_key",
     "stateful_map",
     "tap",
+    "validate",
 )
