@@ -30,6 +30,7 @@ PAGES = {
     "trio_ingest.stages.windows": "windows.md",
     "trio_ingest.stages.agg": "agg.md",
     "trio_ingest.state": "state.md",
+    "trio_ingest.http": "http.md",
     "trio_ingest.runtime": "runtime.md",
     "trio_ingest.observe": "observe.md",
     "trio_ingest.testing": "testing.md",

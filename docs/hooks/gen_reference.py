@@ -29,6 +29,9 @@ PAGES = [
     ("trio_ingest.state", "state", "State stores",
      "Where stateful stages keep their state and the source offsets it reflects, "
      "written together at each checkpoint. See the [state guide](../guide/state.md)."),
+    ("trio_ingest.http", "http", "HTTP",
+     "The HTTP ingest endpoint as an ASGI app to mount beside a serving pipeline. "
+     "See the [HTTP guide](../guide/http.md)."),
     ("trio_ingest.runtime", "runtime", "Runtime",
      "What a running pipeline hands back: the handle and the report."),
     ("trio_ingest.observe", "observe", "Observe", "Metrics, logging, tracing and snapshots."),

@@ -519,8 +519,16 @@ class HTTP(Source):
     Args:
         host: Interface to listen on.
         port: TCP port; 0 picks a free one (read it from ``port`` after start).
-        path, ack, id_field, max_body, max_events, queue_timeout, retry_after,
-            health_path, ready_path: See :class:`IngestOptions`.
+        path: Where events are POSTed.
+        ack: ``"commit"`` (answer once every event is finished) or ``"accept"``
+            (202 once they are in the first edge).
+        id_field: Payload field holding each event's id.
+        max_body: Most bytes of a body, after gzip decoding (413 past it).
+        max_events: Most events in one request (413 past it).
+        queue_timeout: Seconds a request may wait for its events to enter (then 503).
+        retry_after: The ``Retry-After`` seconds of a 503.
+        health_path: Liveness route.
+        ready_path: Readiness route (503 once stopping).
         fallback: An ASGI app for any other route (the metrics, a dashboard).
         graceful_timeout: Seconds the server waits for requests still open when it closes.
         name: Node name.
