@@ -440,13 +440,31 @@ async def test_jsonlines_sink_dead_letters_an_unserialisable_event_only(tmp_path
     assert dead.events[0].payload.error_type == "trio_ingest._errors.NotJsonError"
 
 
-async def test_jsonlines_sink_appends_after_a_torn_line(tmp_path: Path) -> None:
+async def test_jsonlines_sink_cuts_a_torn_last_line_off(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
-    out.write_bytes(b'{"id": "old"}\n{"id": "to')  # a crash cut the last line
+    out.write_bytes(b'{"id": "old"}\n{"id": "to')  # a kill -9 tore the last write
     await ti.Pipeline(ti.sources.from_iterable([{"n": 1}]), sink=ti.sinks.JsonLines(out)).run()
     lines = out.read_bytes().split(b"\n")
-    assert lines[:2] == [b'{"id": "old"}', b'{"id": "to']
-    assert json.loads(lines[2])["payload"] == {"n": 1}
+    assert lines[0] == b'{"id": "old"}' and lines[-1] == b""
+    assert [json.loads(line)["payload"] for line in lines[1:-1]] == [{"n": 1}]  # whole lines
+
+
+async def test_jsonlines_sink_keeps_a_whole_last_line_without_its_newline(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b'{"id": "old"}\n' + b'{"id": "whole", "pad": "' + b"x" * 100_000 + b'"}')
+    await ti.Pipeline(ti.sources.from_iterable([{"n": 1}]), sink=ti.sinks.JsonLines(out)).run()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows[:2]] == ["old", "whole"]  # a line longer than one chunk
+    assert rows[2]["payload"] == {"n": 1}
+
+
+async def test_jsonlines_sink_cuts_a_torn_only_line(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b'{"id": "to')
+    await ti.Pipeline(ti.sources.from_iterable([{"n": 1}]), sink=ti.sinks.JsonLines(out)).run()
+    assert [json.loads(line)["payload"] for line in out.read_text().splitlines()] == [{"n": 1}]
 
 
 async def test_jsonlines_sink_unwritable_path_fails_at_open(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from typing import IO, Any, Literal
@@ -10,8 +11,12 @@ import anyio
 
 from .._errors import ConfigError, NotJsonError, SinkError
 from .._event import DeadLetter, Event
-from .._json import dumps, dumps_record
+from .._json import dumps, dumps_record, loads
 from ._base import Sink, columns
+
+log = logging.getLogger("trio_ingest.sinks")
+
+_TAIL_CHUNK = 64 * 1024
 
 __all__ = ("JsonLines",)
 
@@ -35,9 +40,11 @@ class JsonLines(Sink):
     ``fsync="batch"`` (the default) it is also fsync'd before ``write_batch``
     returns, so an acknowledged event survives a power loss. With
     ``fsync="never"`` it survives a crash of the process but not of the
-    machine, and writes are much cheaper. If a crash tore the last line, the
-    next open starts on a fresh line, so readers see one malformed line, not
-    two glued records.
+    machine, and writes are much cheaper. If a crash tore the last line (a
+    ``kill -9`` in the middle of a write), the next open cuts that partial line
+    off: its events were never acknowledged, so they are written again, and
+    readers only ever see whole lines. A last line that lacks only its newline
+    but is whole JSON (a file written by something else) is kept and ended.
 
     Args:
         path: The file (created if missing, appended to otherwise).
@@ -97,12 +104,7 @@ class JsonLines(Sink):
         except OSError as exc:
             raise SinkError(f"cannot open {self.path!r} for appending: {exc.strerror}") from exc
         try:
-            size = f.seek(0, os.SEEK_END)
-            if size:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":
-                    f.write(b"\n")  # a crash tore the last line: do not glue onto it
-                    f.flush()
+            _mend_tail(f, self.path)
         except OSError as exc:
             f.close()
             raise SinkError(f"cannot write {self.path!r}: {exc.strerror}") from exc
@@ -164,3 +166,32 @@ class JsonLines(Sink):
         else:
             f.close()
 
+
+def _mend_tail(f: IO[bytes], path: str) -> None:
+    """End the file on a whole line: cut a torn last line off, or end a whole one."""
+    size = f.seek(0, os.SEEK_END)
+    if not size:
+        return
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return
+    start = size  # where the last line begins: after the last newline before the end
+    while start > 0:
+        lo = max(0, start - _TAIL_CHUNK)
+        f.seek(lo)
+        at = f.read(start - lo).rfind(b"\n")
+        if at >= 0:
+            start = lo + at + 1
+            break
+        start = lo
+    f.seek(start)
+    tail = f.read(size - start)
+    try:
+        loads(tail)
+    except ValueError:
+        f.truncate(start)  # torn by a crash mid-write: never acknowledged, written again
+        log.warning("%s: cut off a torn last line (%d bytes) left by a crash", path, len(tail))
+    else:
+        f.seek(size)
+        f.write(b"\n")  # whole, only unterminated: keep it, start on a fresh line
+    f.flush()
