@@ -32,6 +32,7 @@ class Graph(GraphModel):
 
         Raises:
             GraphError: The graph is malformed (before anything starts).
+            ConfigError: This graph is already running (build one graph per run).
             Exception: The first failure of a node, unwrapped, with a note naming
                 the node; ``ExceptionGroup`` when several nodes failed at once.
         """

@@ -24,7 +24,11 @@ _RNG = random.Random()
 
 @attrs.frozen
 class ConstantBackoff:
-    """Wait the same ``delay`` seconds before every retry."""
+    """Wait the same ``delay`` seconds before every retry.
+
+    Raises:
+        ConfigError: ``delay`` is not a number >= 0.
+    """
 
     delay: float = attrs.field(default=0.1, validator=non_negative)
 
@@ -41,6 +45,11 @@ class ExponentialBackoff:
     ``jitter`` spreads retries of many clients apart: ``"none"`` waits the exact
     delay, ``"full"`` a uniform draw in ``[0, delay]``, ``"equal"`` a uniform
     draw in ``[delay/2, delay]`` (the AWS Architecture Blog's names).
+
+    Raises:
+        ConfigError: ``initial`` or ``max_delay`` is not a number >= 0.
+        ValueError: ``multiplier`` is not >= 1, or ``jitter`` is not one of
+            ``"none"``, ``"full"``, ``"equal"``.
     """
 
     initial: float = attrs.field(default=0.1, validator=non_negative)
@@ -95,6 +104,12 @@ class RetryPolicy:
             (and its events are dead-lettered).
         deadline: Optional bound in seconds on the total time spent retrying one
             call: a retry whose wait would end past it is not made.
+
+    Raises:
+        ConfigError: ``max_attempts`` is not an int >= 1, or ``deadline`` is
+            neither None nor a number > 0.
+        TypeError: ``backoff`` is not a ConstantBackoff or ExponentialBackoff,
+            or ``retry_on`` holds something other than exception types.
     """
 
     max_attempts: int = attrs.field(default=3, validator=positive_int)
@@ -150,6 +165,10 @@ class CircuitBreaker:
     call is let through (half-open): success closes the breaker, failure opens it
     again. The breaker slows callers down instead of failing events, so nothing
     is dead-lettered merely because the breaker is open.
+
+    Raises:
+        ConfigError: ``failures`` is not an int >= 1, or ``reset_after`` is not
+            a number > 0.
     """
 
     failures: int = attrs.field(default=5, validator=positive_int)
