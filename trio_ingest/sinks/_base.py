@@ -63,6 +63,9 @@ def columns(events: Sequence[Event]) -> Columns:
 
     The way for a sink to read a batch: the runtime's batches already hold parallel
     lists, so no Event object needs to be made or read per event.
+
+    Raises:
+        ValueError: The columns ``events.columns()`` hands out are not aligned lists.
     """
     own = getattr(events, "columns", None)
     if own is not None:
