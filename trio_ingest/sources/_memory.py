@@ -78,6 +78,12 @@ class FromIterable(Source):
         ]
 
     async def read(self, max_events: int) -> Read | None:
+        """The next items (at most ``max_events``); None once the iterable is exhausted.
+
+        Raises:
+            RuntimeError: An async iterable is read without ``open_resources()``
+                entered (the runtime enters it; by hand, ``async with``).
+        """
         start = self._position
         items = self._items
         if isinstance(items, list | tuple):
