@@ -13,7 +13,7 @@ from typing import Literal, TypeAlias
 
 import attrs
 
-from ._errors import TransientError
+from ._errors import ConfigError, TransientError
 from ._validators import non_negative, optional, positive, positive_int
 
 __all__ = ("Backoff", "CircuitBreaker", "ConstantBackoff", "ExponentialBackoff", "RetryPolicy")
@@ -47,9 +47,9 @@ class ExponentialBackoff:
     draw in ``[delay/2, delay]`` (the AWS Architecture Blog's names).
 
     Raises:
-        ConfigError: ``initial`` or ``max_delay`` is not a number >= 0.
-        ValueError: ``multiplier`` is not >= 1, or ``jitter`` is not one of
-            ``"none"``, ``"full"``, ``"equal"``.
+        ConfigError: ``initial`` or ``max_delay`` is not a number >= 0,
+            ``multiplier`` is not >= 1, or ``jitter`` is not one of ``"none"``,
+            ``"full"``, ``"equal"``.
     """
 
     initial: float = attrs.field(default=0.1, validator=non_negative)
@@ -60,12 +60,12 @@ class ExponentialBackoff:
     @multiplier.validator
     def _check_multiplier(self, _attribute: object, value: float) -> None:
         if not value >= 1:
-            raise ValueError(f"'multiplier' must be >= 1: {value!r}")
+            raise ConfigError(f"'multiplier' must be >= 1: {value!r}")
 
     @jitter.validator
     def _check_jitter(self, _attribute: object, value: str) -> None:
         if value not in ("none", "full", "equal"):
-            raise ValueError(f"'jitter' must be one of 'none', 'full', 'equal': {value!r}")
+            raise ConfigError(f"'jitter' must be one of 'none', 'full', 'equal': {value!r}")
 
     def delays(self, rng: random.Random | None = None) -> Iterator[float]:
         """Yield the wait before retry 1, 2, ... (forever); ``rng`` draws the jitter."""
@@ -151,8 +151,6 @@ def check_policy(retry: object) -> RetryPolicy | None:
         ConfigError: Anything else, naming the field.
     """
     if retry is not None and not isinstance(retry, RetryPolicy):
-        from ._errors import ConfigError
-
         raise ConfigError(f"'retry' must be a RetryPolicy or None: {retry!r}")
     return retry
 
