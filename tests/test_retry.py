@@ -31,7 +31,7 @@ def test_policies_are_values() -> None:
     ],
 )
 def test_bad_values_fail_with_the_field_name(make: object, message: str) -> None:
-    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+    with pytest.raises(ti.ConfigError, match=message.replace("(", r"\(")):
         make()  # type: ignore[operator]
 
 

@@ -60,6 +60,11 @@ class DeadLetterBudget:
             so that the first few events of a run do not decide it alone.
         max_consecutive: Most dead letters in a row with no event delivered
             (or passed on by the stage that failed the others) between them.
+
+    Raises:
+        ConfigError: ``max_ratio`` is not a number in (0, 1], ``window``,
+            ``min_events`` or ``max_consecutive`` is not an int >= 1, or
+            ``min_events`` is greater than ``window``.
     """
 
     max_ratio: float = attrs.field(default=0.5, validator=_ratio)

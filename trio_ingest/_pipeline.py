@@ -32,6 +32,7 @@ class Graph(GraphModel):
 
         Raises:
             GraphError: The graph is malformed (before anything starts).
+            ConfigError: This graph is already running (build one graph per run).
             Exception: The first failure of a node, unwrapped, with a note naming
                 the node; ``ExceptionGroup`` when several nodes failed at once.
         """
@@ -47,7 +48,12 @@ class Graph(GraphModel):
         ``task_status.started`` hands back a :class:`PipelineHandle` once every
         node is open: a producer entry (``send``/``send_batch``), ``stop``, and
         live ``report``. Keeps running after the sources are exhausted, until
-        ``stop()``. Raises as :meth:`run` does.
+        ``stop()``.
+
+        Raises:
+            GraphError: The graph is malformed (before anything starts).
+            ConfigError: This graph is already running (build one graph per run).
+            Exception: The first failure of a node, as for :meth:`run`.
         """
         runtime = self._start(serving=True)
         await runtime.run(task_status=task_status)

@@ -13,7 +13,7 @@ from typing import Literal, TypeAlias
 
 import attrs
 
-from ._errors import TransientError
+from ._errors import ConfigError, TransientError
 from ._validators import non_negative, optional, positive, positive_int
 
 __all__ = ("Backoff", "CircuitBreaker", "ConstantBackoff", "ExponentialBackoff", "RetryPolicy")
@@ -24,7 +24,11 @@ _RNG = random.Random()
 
 @attrs.frozen
 class ConstantBackoff:
-    """Wait the same ``delay`` seconds before every retry."""
+    """Wait the same ``delay`` seconds before every retry.
+
+    Raises:
+        ConfigError: ``delay`` is not a number >= 0.
+    """
 
     delay: float = attrs.field(default=0.1, validator=non_negative)
 
@@ -41,6 +45,11 @@ class ExponentialBackoff:
     ``jitter`` spreads retries of many clients apart: ``"none"`` waits the exact
     delay, ``"full"`` a uniform draw in ``[0, delay]``, ``"equal"`` a uniform
     draw in ``[delay/2, delay]`` (the AWS Architecture Blog's names).
+
+    Raises:
+        ConfigError: ``initial`` or ``max_delay`` is not a number >= 0,
+            ``multiplier`` is not >= 1, or ``jitter`` is not one of ``"none"``,
+            ``"full"``, ``"equal"``.
     """
 
     initial: float = attrs.field(default=0.1, validator=non_negative)
@@ -51,12 +60,12 @@ class ExponentialBackoff:
     @multiplier.validator
     def _check_multiplier(self, _attribute: object, value: float) -> None:
         if not value >= 1:
-            raise ValueError(f"'multiplier' must be >= 1: {value!r}")
+            raise ConfigError(f"'multiplier' must be >= 1: {value!r}")
 
     @jitter.validator
     def _check_jitter(self, _attribute: object, value: str) -> None:
         if value not in ("none", "full", "equal"):
-            raise ValueError(f"'jitter' must be one of 'none', 'full', 'equal': {value!r}")
+            raise ConfigError(f"'jitter' must be one of 'none', 'full', 'equal': {value!r}")
 
     def delays(self, rng: random.Random | None = None) -> Iterator[float]:
         """Yield the wait before retry 1, 2, ... (forever); ``rng`` draws the jitter."""
@@ -95,6 +104,12 @@ class RetryPolicy:
             (and its events are dead-lettered).
         deadline: Optional bound in seconds on the total time spent retrying one
             call: a retry whose wait would end past it is not made.
+
+    Raises:
+        ConfigError: ``max_attempts`` is not an int >= 1, or ``deadline`` is
+            neither None nor a number > 0.
+        TypeError: ``backoff`` is not a ConstantBackoff or ExponentialBackoff,
+            or ``retry_on`` holds something other than exception types.
     """
 
     max_attempts: int = attrs.field(default=3, validator=positive_int)
@@ -136,8 +151,6 @@ def check_policy(retry: object) -> RetryPolicy | None:
         ConfigError: Anything else, naming the field.
     """
     if retry is not None and not isinstance(retry, RetryPolicy):
-        from ._errors import ConfigError
-
         raise ConfigError(f"'retry' must be a RetryPolicy or None: {retry!r}")
     return retry
 
@@ -150,6 +163,10 @@ class CircuitBreaker:
     call is let through (half-open): success closes the breaker, failure opens it
     again. The breaker slows callers down instead of failing events, so nothing
     is dead-lettered merely because the breaker is open.
+
+    Raises:
+        ConfigError: ``failures`` is not an int >= 1, or ``reset_after`` is not
+            a number > 0.
     """
 
     failures: int = attrs.field(default=5, validator=positive_int)

@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     watches for signals) stops it at once with exit code 0: nothing was read,
     so there is nothing to drain; once the run is under way SIGTERM stops it
     gracefully as documented.
+
+    Raises:
+        SystemExit: Always, with the command's exit code (0 when SIGTERM stops it
+            before the run starts, 2 when the ``cli`` extra is not installed).
     """
     if argv is None and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _stop_early)

@@ -174,7 +174,12 @@ class GraphModel:
         return node_name
 
     def add_source(self, source: Source, *, name: str | None = None) -> str:
-        """Add a source; returns its node name."""
+        """Add a source; returns its node name.
+
+        Raises:
+            ConfigError: ``source`` is not a Source, or ``name`` is not a non-empty str.
+            GraphError: ``name`` is taken, or ``source`` is already in the graph.
+        """
         if not isinstance(source, Source):
             raise ConfigError(f"add_source() needs a Source: {source!r}")
         return self._add("source", source, name, None, "source")
@@ -186,7 +191,13 @@ class GraphModel:
         inputs: NodeRef | Sequence[NodeRef] | None = None,
         name: str | None = None,
     ) -> str:
-        """Add a stage reading from ``inputs`` (names, or ``(route, port)``); returns its name."""
+        """Add a stage reading from ``inputs`` (names, or ``(route, port)``); returns its name.
+
+        Raises:
+            ConfigError: ``stage`` is not a stage, ``name`` is not a non-empty str,
+                or an input is neither a name nor a ``(route, port)`` pair.
+            GraphError: ``name`` is taken, or ``stage`` is already in the graph.
+        """
         if not isinstance(stage, Operator | BatchStage | StatefulStage) and not is_custom_stage(
             stage
         ):
@@ -203,13 +214,24 @@ class GraphModel:
         inputs: NodeRef | Sequence[NodeRef] | None = None,
         name: str | None = None,
     ) -> str:
-        """Add a sink reading from ``inputs``; returns its node name."""
+        """Add a sink reading from ``inputs``; returns its node name.
+
+        Raises:
+            ConfigError: ``sink`` is not a Sink, ``name`` is not a non-empty str,
+                or an input is neither a name nor a ``(route, port)`` pair.
+            GraphError: ``name`` is taken, or ``sink`` is already in the graph.
+        """
         if not isinstance(sink, Sink):
             raise ConfigError(f"add_sink() needs a Sink: {sink!r}")
         return self._add("sink", sink, name, inputs, type(sink).__name__.lower())
 
     def connect(self, upstream: NodeRef, downstream: str) -> None:
-        """Make ``downstream`` read from ``upstream`` too."""
+        """Make ``downstream`` read from ``upstream`` too.
+
+        Raises:
+            GraphError: ``downstream`` is not a node of the graph.
+            ConfigError: ``upstream`` is neither a name nor a ``(route, port)`` pair.
+        """
         if downstream not in self.nodes:
             raise GraphError(f"unknown node {downstream!r}")
         self.nodes[downstream].inputs.append(_parse_ref(upstream))
@@ -340,6 +362,12 @@ class PipelineModel(GraphModel):
     The keyword arguments ``dead_letter``, ``retry``, ``capacity``, ``max_batch``,
     ``shutdown_timeout``, ``commit_timeout``, ``dead_letter_budget``, ``state`` and
     ``checkpoint_interval`` are as for :class:`Graph`.
+
+    Raises:
+        ConfigError: An argument is invalid (the message names it), as for
+            :class:`GraphModel`.
+        GraphError: A stage is a route (a Pipeline has one line), or the
+            graph fails :meth:`GraphModel.validate`.
     """
 
     def __init__(

@@ -36,6 +36,9 @@ class Columns:
     ``ids[i]``, ``payloads[i]``, ``keys[i]``, ``event_times[i]`` and
     ``headers[i]`` belong to one event. The lists are shared with the batch:
     read them, never change them.
+
+    Raises:
+        ValueError: The five lists are not all of the same length.
     """
 
     ids: list[str]
@@ -60,6 +63,9 @@ def columns(events: Sequence[Event]) -> Columns:
 
     The way for a sink to read a batch: the runtime's batches already hold parallel
     lists, so no Event object needs to be made or read per event.
+
+    Raises:
+        ValueError: The columns ``events.columns()`` hands out are not aligned lists.
     """
     own = getattr(events, "columns", None)
     if own is not None:
@@ -105,6 +111,11 @@ class Sink:
             what is ready).
         breaker: Optional circuit breaker: after repeated failures, pause
             writes for a while instead of hammering a failing server.
+
+    Raises:
+        ConfigError: ``retry`` is not a RetryPolicy or None, ``workers`` is not
+            an int >= 1, ``max_batch`` is neither None nor an int >= 1, or
+            ``max_wait`` is not a number >= 0.
     """
 
     name: str = ""
@@ -156,6 +167,9 @@ class Sink:
 
         When it returns, the events count as delivered and their source
         offsets may be committed (for ``buffered`` sinks: after ``flush``).
+
+        Raises:
+            NotImplementedError: A subclass did not implement it.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement write_batch()")
 

@@ -20,6 +20,9 @@ class Memory(Sink):
     whose payload is the :class:`~trio_ingest.DeadLetter` record itself (its
     ``to_dict()`` is the dict form the other sinks store); ``dead_letters``
     lists those dicts.
+
+    Raises:
+        ConfigError: An option of :class:`~trio_ingest.Sink` in ``options`` is invalid.
     """
 
     name = "memory"
@@ -55,7 +58,11 @@ class Memory(Sink):
 
 
 class Null(Sink):
-    """Discards events (counting them): the fastest sink, for benchmarks."""
+    """Discards events (counting them): the fastest sink, for benchmarks.
+
+    Raises:
+        ConfigError: An option of :class:`~trio_ingest.Sink` in ``options`` is invalid.
+    """
 
     name = "null"
 

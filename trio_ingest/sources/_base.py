@@ -91,6 +91,9 @@ class Source:
 
         Returns ``None`` when the source is exhausted. Reads may be cancelled
         (graceful stop): a cancelled read must not lose a committed position.
+
+        Raises:
+            NotImplementedError: A subclass did not implement it.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement read()")
 

@@ -102,6 +102,11 @@ class IngestOptions:
         retry_after: The ``Retry-After`` seconds of a 503.
         health_path: Liveness route: 200 while the server runs.
         ready_path: Readiness route: 200 while events are taken, 503 once stopping.
+
+    Raises:
+        ConfigError: ``path``, ``health_path`` or ``ready_path`` does not start
+            with ``/``, ``ack`` is not ``"commit"`` or ``"accept"``, ``id_field``
+            is neither None nor a str, or a count or timeout is not > 0.
     """
 
     path: str = attrs.field(default="/events", validator=_route)

@@ -281,7 +281,11 @@ class Kafka(Source):
 
     # -- reading ----------------------------------------------------------------
     async def read(self, max_events: int) -> Read | None:
-        """The next messages of one partition (at most ``max_events``), waiting for some."""
+        """The next messages of one partition (at most ``max_events``), waiting for some.
+
+        Raises:
+            SourceError: Polling the broker failed (the cause is chained).
+        """
         while True:
             if self._error is not None:
                 raise SourceError(f"Kafka source {self.name!r} failed: {self._error}") \

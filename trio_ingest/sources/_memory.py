@@ -30,6 +30,9 @@ class FromIterable(Source):
     deduplicates; namespaced by the node, so two sources never collide); the
     offset is the number of items consumed, so ``committed`` tells how far the
     pipeline has finished.
+
+    Raises:
+        ConfigError: ``items`` is not an iterable or an async iterable.
     """
 
     def __init__(
@@ -75,6 +78,12 @@ class FromIterable(Source):
         ]
 
     async def read(self, max_events: int) -> Read | None:
+        """The next items (at most ``max_events``); None once the iterable is exhausted.
+
+        Raises:
+            RuntimeError: An async iterable is read without ``open_resources()``
+                entered (the runtime enters it; by hand, ``async with``).
+        """
         start = self._position
         items = self._items
         if isinstance(items, list | tuple):
@@ -180,6 +189,9 @@ def from_iterable(
 
     An async iterable is pulled ahead by a task of the source's own into a
     buffer of ``buffer`` items, so each read takes every item that is ready.
+
+    Raises:
+        ConfigError: ``items`` is not an iterable or an async iterable.
     """
     return FromIterable(items, name=name, buffer=buffer)
 
@@ -201,6 +213,10 @@ class Synthetic(Source):
         seed: Seed of the generator, for reproducible runs.
         prefix: Id prefix; ids are ``f"{prefix}{seq}"``.
         key: ``key(payload)`` sets each event's key.
+
+    Raises:
+        ConfigError: ``count`` is neither None nor an int >= 0, ``rate`` is
+            neither None nor > 0, or ``duplicates`` is not in [0, 1).
     """
 
     def __init__(
@@ -270,5 +286,9 @@ class Synthetic(Source):
 
 
 def synthetic(count: int | None = None, **options: Any) -> Synthetic:
-    """A :class:`Synthetic` source; see its arguments."""
+    """A :class:`Synthetic` source; see its arguments.
+
+    Raises:
+        ConfigError: An argument is invalid, as for :class:`Synthetic`.
+    """
     return Synthetic(count, **options)

@@ -430,6 +430,10 @@ class RedisStreams(Source):
         backoff) through connection failures. A cancelled read loses nothing:
         entries a cancelled XREADGROUP delivered stay in this consumer's
         pending list and are read again (by a restart of it, or claimed).
+
+        Raises:
+            coredis.exceptions.ResponseError: Redis refused a command for a reason
+                other than a missing consumer group (which is created again).
         """
         if self._isolating:
             # the last read held an isolated entry: let it finish alone

@@ -51,7 +51,11 @@ def count() -> Agg:
 
 
 def sum(field: Field = None) -> Agg:
-    """The sum of ``field`` (a key, a function of the payload, or the payload itself)."""
+    """The sum of ``field`` (a key, a function of the payload, or the payload itself).
+
+    Raises:
+        ConfigError: ``field`` is not a str, a callable or None.
+    """
     get = _getter(field)
     return Agg("sum", lambda: 0, lambda acc, p: acc + get(p), operator.add)
 
@@ -76,17 +80,29 @@ def _join(better: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
 
 
 def min(field: Field = None) -> Agg:
-    """The smallest ``field``."""
+    """The smallest ``field``.
+
+    Raises:
+        ConfigError: ``field`` is not a str, a callable or None.
+    """
     return Agg("min", lambda: None, _pick(_builtin_min, _getter(field)), _join(_builtin_min))
 
 
 def max(field: Field = None) -> Agg:
-    """The largest ``field``."""
+    """The largest ``field``.
+
+    Raises:
+        ConfigError: ``field`` is not a str, a callable or None.
+    """
     return Agg("max", lambda: None, _pick(_builtin_max, _getter(field)), _join(_builtin_max))
 
 
 def mean(field: Field = None) -> Agg:
-    """The arithmetic mean of ``field``."""
+    """The arithmetic mean of ``field``.
+
+    Raises:
+        ConfigError: ``field`` is not a str, a callable or None.
+    """
     get = _getter(field)
     return Agg(
         "mean",
@@ -98,7 +114,11 @@ def mean(field: Field = None) -> Agg:
 
 
 def collect(field: Field = None) -> Agg:
-    """Every ``field`` (the payloads by default), in arrival order."""
+    """Every ``field`` (the payloads by default), in arrival order.
+
+    Raises:
+        ConfigError: ``field`` is not a str, a callable or None.
+    """
     get = _getter(field)
 
     def add(acc: list[Any], p: Any) -> list[Any]:
@@ -113,7 +133,11 @@ def reduce(
     initial: Any,
     merge: Callable[[Any, Any], Any] | None = None,
 ) -> Agg:
-    """A user fold: ``fn(acc, payload) -> acc`` from ``initial`` (a callable makes a fresh one)."""
+    """A user fold: ``fn(acc, payload) -> acc`` from ``initial`` (a callable makes a fresh one).
+
+    Raises:
+        ConfigError: ``fn`` is not callable, or ``merge`` is neither None nor callable.
+    """
     if not callable(fn):
         raise ConfigError(f"'reduce' must be callable: {fn!r}")
     if merge is not None and not callable(merge):
@@ -123,7 +147,11 @@ def reduce(
 
 
 def combine(**aggs: Agg) -> Agg:
-    """Several aggregations at once; the window's value is a dict by the given names."""
+    """Several aggregations at once; the window's value is a dict by the given names.
+
+    Raises:
+        ConfigError: No aggregation is given, or a value is not an :class:`Agg`.
+    """
     if not aggs:
         raise ConfigError("combine() needs at least one aggregation")
     for name, agg in aggs.items():

@@ -614,6 +614,10 @@ def map(
     """Replace each event's payload with ``fn(payload)`` (sync or async).
 
     The event keeps its id, key, event time and acknowledgement.
+
+    Raises:
+        ConfigError: ``fn`` is not callable, ``workers`` is not an int >= 1, or
+            ``retry`` is not a RetryPolicy or None.
     """
     return Map(fn, name=name, workers=workers, ordered=ordered, retry=retry)
 
@@ -629,6 +633,10 @@ def map_event(
     """Replace each event with ``fn(event)``, for code that needs the id, key or headers.
 
     The result must be an :class:`Event`; it inherits the acknowledgement.
+
+    Raises:
+        ConfigError: ``fn`` is not callable, ``workers`` is not an int >= 1, or
+            ``retry`` is not a RetryPolicy or None.
     """
     return MapEvent(fn, name=name, workers=workers, ordered=ordered, retry=retry)
 
@@ -641,7 +649,12 @@ def filter(
     ordered: bool = False,
     retry: RetryPolicy | None = None,
 ) -> Operator:
-    """Keep the events whose payload ``pred`` holds for; the rest count as filtered."""
+    """Keep the events whose payload ``pred`` holds for; the rest count as filtered.
+
+    Raises:
+        ConfigError: ``pred`` is not callable, ``workers`` is not an int >= 1, or
+            ``retry`` is not a RetryPolicy or None.
+    """
     return Filter(pred, name=name, workers=workers, ordered=ordered, retry=retry)
 
 
@@ -658,6 +671,10 @@ def flat_map(
     Children that are not :class:`Event` get the id ``"<parent id>:<index>"``
     (deterministic, so a replay deduplicates) and the parent's key and time.
     No children counts the parent as filtered.
+
+    Raises:
+        ConfigError: ``fn`` is not callable, ``workers`` is not an int >= 1, or
+            ``retry`` is not a RetryPolicy or None.
     """
     return FlatMap(fn, name=name, workers=workers, ordered=ordered, retry=retry)
 
@@ -673,6 +690,10 @@ def map_batch(
     """Replace a whole batch's payloads with ``fn(payloads)`` (same length), for vectorised code.
 
     If ``fn`` raises, the whole batch is retried, then dead-lettered.
+
+    Raises:
+        ConfigError: ``fn`` is not callable, ``workers`` is not an int >= 1, or
+            ``retry`` is not a RetryPolicy or None.
     """
     return MapBatch(fn, name=name, workers=workers, ordered=ordered, retry=retry)
 
@@ -687,6 +708,9 @@ def key_by(
 
     Downstream stages with ``workers > 1`` then keep per-key order: events of
     one key always go to the same worker.
+
+    Raises:
+        ConfigError: ``fn`` is not callable, or ``retry`` is not a RetryPolicy or None.
     """
     return KeyBy(fn, name=name, retry=retry)
 
@@ -697,7 +721,11 @@ def inspect_(
     name: str | None = None,
     retry: RetryPolicy | None = None,
 ) -> Operator:
-    """Call ``fn(payload)`` for its side effect and pass the event on unchanged."""
+    """Call ``fn(payload)`` for its side effect and pass the event on unchanged.
+
+    Raises:
+        ConfigError: ``fn`` is not callable, or ``retry`` is not a RetryPolicy or None.
+    """
     return Inspect(fn, name=name, retry=retry)
 
 
@@ -705,6 +733,9 @@ def batch(max_size: int, max_wait: float, *, name: str | None = None) -> BatchSt
     """Regroup events into batches of ``max_size``, or what arrived within ``max_wait`` seconds.
 
     Put it before a sink to make its writes large (one transaction per batch).
+
+    Raises:
+        ConfigError: ``max_size`` is not an int >= 1, or ``max_wait`` is not a number >= 0.
     """
     return BatchStage(max_size, max_wait, name=name)
 
@@ -722,12 +753,21 @@ def route(
 
     ``None`` drops the event (counted as filtered); a name not in ``ports``
     goes to ``default``, or is dead-lettered when there is none.
+
+    Raises:
+        ConfigError: ``fn`` is not callable, ``ports`` are not distinct names,
+            ``default`` is not one of ``ports``, ``workers`` is not an int >= 1,
+            or ``retry`` is not a RetryPolicy or None.
     """
     return Route(fn, ports, default=default, name=name, workers=workers, retry=retry)
 
 
 def route_by_key(ports: Sequence[str], *, name: str | None = None) -> Route:
-    """Spread events over ``ports`` by a stable hash of their key (per-key order per port)."""
+    """Spread events over ``ports`` by a stable hash of their key (per-key order per port).
+
+    Raises:
+        ConfigError: ``ports`` is empty or not distinct names.
+    """
     ports = tuple(ports)
     return Route(_route_by_key_fn(ports), ports, by_key=True, name=name or "route_by_key")
 

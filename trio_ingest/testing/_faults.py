@@ -49,6 +49,9 @@ class FlakySink(Sink):
         calls: ``(loop time, failed)`` of every call, in order: the retry
             delays can be read off them.
         failures: How many calls failed.
+
+    Raises:
+        ConfigError: An option of :class:`~trio_ingest.Sink` in ``options`` is invalid.
     """
 
     def __init__(
@@ -82,6 +85,11 @@ class FlakySink(Sink):
         await self.inner.open()
 
     async def write_batch(self, events: Sequence[Event]) -> None:
+        """Fail this call as configured, else write ``events`` to ``inner``.
+
+        Raises:
+            Exception: An instance of ``error`` when the call is chosen to fail.
+        """
         now = anyio.current_time()
         self.attempts.append(now)
         if self.latency is not None:
@@ -118,6 +126,9 @@ class SlowSink(Sink):
         inner: The sink that really writes (default: a new ``Memory``).
         delay: Seconds per write, or ``(low, high)`` for a uniform draw.
         seed: Seed of the draws.
+
+    Raises:
+        ConfigError: An option of :class:`~trio_ingest.Sink` in ``options`` is invalid.
     """
 
     def __init__(
@@ -162,6 +173,9 @@ class OutageSink(Sink):
     Attributes:
         opened_at: Loop time of ``open()``.
         failures: Writes refused during the outage.
+
+    Raises:
+        ConfigError: An option of :class:`~trio_ingest.Sink` in ``options`` is invalid.
     """
 
     def __init__(
@@ -192,6 +206,11 @@ class OutageSink(Sink):
         return self.start <= since < self.start + self.duration
 
     async def write_batch(self, events: Sequence[Event]) -> None:
+        """Refuse ``events`` while the outage is on, else write them to ``inner``.
+
+        Raises:
+            TransientError: The outage is on.
+        """
         if self.down():
             self.failures += 1
             raise TransientError(f"injected outage ({len(events)} events refused)")
@@ -305,7 +324,11 @@ class FaultySource(Source):
 
 
 class HangingSink(Sink):
-    """Never finishes a write (until cancelled): for shutdown-deadline tests."""
+    """Never finishes a write (until cancelled): for shutdown-deadline tests.
+
+    Raises:
+        ConfigError: An option of :class:`~trio_ingest.Sink` in ``options`` is invalid.
+    """
 
     name = "hanging"
 
@@ -324,6 +347,9 @@ class PoisonSink(Sink):
     The runtime splits a failing batch to isolate the poison events, so they
     are dead-lettered (never retried) and the rest is written: a sink that
     fails permanently for chosen ids.
+
+    Raises:
+        ConfigError: An option of :class:`~trio_ingest.Sink` in ``options`` is invalid.
     """
 
     def __init__(self, poison: Collection[str], inner: Sink | None = None, **options: object):
@@ -336,6 +362,11 @@ class PoisonSink(Sink):
         await self.inner.open()
 
     async def write_batch(self, events: Sequence[Event]) -> None:
+        """Fail a batch that holds a poison id, else write it to ``inner``.
+
+        Raises:
+            PermanentError: ``events`` holds a poison id.
+        """
         bad = [e.id for e in events if e.id in self.poison]
         if bad:
             raise PermanentError(f"poison event(s) {bad[:3]}")

@@ -217,6 +217,9 @@ def sqlite_ids(path: str | os.PathLike[str], table: str, column: str = "id") -> 
     """Every row's id in ``table`` of the SQLite database at ``path`` (repeats kept).
 
     A missing database or table holds no rows.
+
+    Raises:
+        sqlite3.OperationalError: The query fails for another reason (no such column...).
     """
     if not Path(path).exists():
         return []
@@ -239,12 +242,19 @@ def dead_letter_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     Each line is a dead-lettered event as the JSON Lines sink writes it; the
     record (node, error_type, error, attempts, event) is returned whichever
     way it is nested. A torn last line (a crash mid-write) is skipped.
+
+    Raises:
+        AssertionError: A whole line is JSON but not a dead-letter record.
     """
     return _read_dead_letters(path)[0]
 
 
 def torn_dead_letter_lines(path: str | os.PathLike[str]) -> int:
-    """Lines of a dead-letter file a crash cut short (their records were written again)."""
+    """Lines of a dead-letter file a crash cut short (their records were written again).
+
+    Raises:
+        AssertionError: A whole line is JSON but not a dead-letter record.
+    """
     return _read_dead_letters(path)[1]
 
 
@@ -287,7 +297,11 @@ def _as_record(value: Any) -> dict[str, Any]:
 
 
 def dead_letter_ids(path: str | os.PathLike[str]) -> list[str]:
-    """The event id of every record of a JSON Lines dead-letter file (repeats kept)."""
+    """The event id of every record of a JSON Lines dead-letter file (repeats kept).
+
+    Raises:
+        AssertionError: A whole line is JSON but not a dead-letter record.
+    """
     return [str(r["event"]["id"]) for r in dead_letter_records(path)]
 
 
@@ -297,7 +311,11 @@ def memory_ids(sink: Memory) -> list[str]:
 
 
 def memory_dead_letters(sink: Memory) -> list[DeadLetter]:
-    """The dead-letter records a memory dead-letter sink holds."""
+    """The dead-letter records a memory dead-letter sink holds.
+
+    Raises:
+        AssertionError: An event of ``sink`` is not a :class:`~trio_ingest.DeadLetter`.
+    """
     letters = []
     for e in sink.events:
         if not isinstance(e.payload, DeadLetter):
