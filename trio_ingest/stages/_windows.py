@@ -27,15 +27,18 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import operator
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from .._acks import AckToken
 from .._batch import Batch
 from .._errors import ConfigError, IngestError
-from .._event import Event
+from .._event import _NO_HEADERS, Event
+from .._event import trusted as _trusted
 from .._validators import check, non_negative, positive
-from ._agg import Agg
+from ._agg import Agg, _identity
 from ._agg import reduce as _reduce_agg
 from ._context import StageContext
 from ._stateful import StatefulStage
@@ -52,6 +55,11 @@ __all__ = (
 )
 
 _inf = math.inf
+_time_of = operator.itemgetter(3)  # Event.event_time, read in a C loop
+#: The event of the placeholder batch that finishes units folded into emitted results.
+_FOLDED = Event("folded", None, None, 0.0)
+_carrier_of = operator.itemgetter(2)  # the read a fixed window's result carries
+_NONE: dict[Any, list[Any]] = {}  # no windows at this start (never written to)
 
 
 class LateEventError(IngestError):
@@ -245,7 +253,17 @@ class WindowStage(StatefulStage):
 
 
 class _Run:
-    """The state of one running window stage."""
+    """The state of one running window stage.
+
+    Fixed windows (tumbling, sliding) live in ``open``: ``start -> key -> [acc, count,
+    carrier]`` where ``carrier`` is the read of the event that opened the window (its
+    acknowledgement unit travels with the result). All windows of one start end
+    together: ``closing`` is a heap of the starts, so closing costs nothing until the
+    watermark passes the smallest end. The other units of the events folded in are
+    held per run of one read in ``held`` (``[release_end, token, units]``, release ends
+    never decreasing) and finished as filtered once every window they touched has been
+    emitted: the bookkeeping costs a few operations per batch, not per event.
+    """
 
     def __init__(self, stage: WindowStage, ctx: StageContext) -> None:
         self.stage = stage
@@ -253,9 +271,12 @@ class _Run:
         self.agg = stage.agg
         self.wm = Watermark(stage.max_delay, stage.idle_timeout)
         self.lateness = stage.allowed_lateness
-        self.open: dict[tuple[Any, float], _Window] = {}  # fixed windows by (key, start)
+        # fixed windows: start -> key -> [acc, count, carrier], keys in the order they opened
+        self.open: dict[float, dict[Any, list[Any]]] = {}
+        self.closing: list[float] = []  # heap of the starts in ``open``
+        self.held: deque[list[Any]] = deque()  # [release_end, token, units], ends ascending
         self.sessions: dict[Any, list[_Window]] = {}  # session windows by key
-        # (end, seq, window): windows by closing time; stale session entries skipped
+        # (end, seq, window): sessions by closing time; stale entries skipped
         self.heap: list[tuple[float, int, _Window]] = []
         self.seq = itertools.count()
 
@@ -314,64 +335,113 @@ class _Run:
         failed: list[int],
         errors: list[tuple[Exception, int]],
     ) -> None:
-        """:meth:`fold` for tumbling windows partitioned by source: the hot loop inlined."""
+        """:meth:`fold` for tumbling windows partitioned by source: the hot loop inlined.
+
+        One pass per run of events from one read; the windows of the last start seen
+        stay at hand, and the ready ``sum(field)`` and ``count()`` fold inline (no
+        call per event).
+        """
         stage, wm = self.stage, self.wm
         keyfn, add, initial = stage.key, self.agg.add, self.agg.initial
+        inline, field = self.agg.inline or ("", None)
+        summing = inline == "sum" and field is not None
+        counting = inline == "count"
         size, lateness, delay = stage.size, self.lateness, wm.max_delay
-        floor, heap, seq, push = math.floor, self.heap, self.seq, heapq.heappush
-        open_get, opened = self.open.get, self.open
+        floor, closing, push = math.floor, self.closing, heapq.heappush
+        opened = self.open
         tops = wm._max
         events, payloads, tokens = batch.events, batch.payloads, batch.tokens
-        last_token: AckToken | None = None
-        part: Hashable = None
-        top = -_inf
-        single = True
+        times = list(map(_time_of, events))
+        n = len(payloads)
         mark = wm.value
-        for i in range(len(payloads)):
-            event, payload, token = events[i], payloads[i], tokens[i]
-            if token is not last_token:  # a batch mostly comes from one read
-                if last_token is not None:
-                    wm.value = mark
-                    wm.observe(part, top, now)
-                    mark = wm.value
-                last_token, part = token, token.tracker.name
-                top = tops.get(part, -_inf)
-                single = not tops or (len(tops) == 1 and part in tops)
-            t = event.event_time
-            start = floor(t / size) * size
-            if start + size + lateness <= mark:
-                late.append(i)
-                reasons.append(self._late_at(mark, t, start, start + size))
-            else:
-                try:
-                    key = keyfn(payload) if keyfn is not None else event.key
-                    w = open_get((key, start))
-                    if w is None:
-                        w = _Window(key, start, start + size, initial())
-                        w.acc = add(w.acc, payload)
-                        opened[(key, start)] = w
-                        push(heap, (w.end, next(seq), w))
-                    else:
-                        w.acc = add(w.acc, payload)
-                except Exception as exc:  # noqa: BLE001 -- the user's function fails this event alone
-                    failed.append(i)
-                    errors.append((exc, 1))
-                    continue
-                w.count += 1
-                held = w.tokens
-                held[token] = held.get(token, 0) + 1
-            if t > top:
-                top = t
-                if single:  # one partition: no minimum to take
-                    if t - delay > mark:
-                        mark = t - delay
+        # the windows at hand: those of ``start``, for events with ``low <= t / size < high``
+        # (the same test as ``floor(t / size) == low``, without the call)
+        low = high = _inf
+        start = closes_at = _inf
+        here: dict[Any, list[Any]] | None = None
+        lo = 0
+        while lo < n:
+            token = tokens[lo]
+            hi = _run_end(tokens, lo)
+            part: Hashable = token.tracker.name
+            top = tops.get(part, -_inf)
+            single = not tops or (len(tops) == 1 and part in tops)
+            skipped = len(late) + len(failed)
+            fresh = 0
+            for i in range(lo, hi):
+                t = times[i]
+                q = t / size
+                if not low <= q < high:
+                    k = floor(q)
+                    start = k * size  # as ``_starts`` computes it (an int size keeps int starts)
+                    low = float(k)
+                    high = low + 1.0
+                    closes_at = start + size + lateness
+                    here = opened.get(start)
+                    if here is None and closes_at > mark:  # (once late, a start stays late)
+                        here = opened[start] = {}
+                        push(closing, start)
+                if closes_at <= mark:
+                    late.append(i)
+                    reasons.append(self._late_at(mark, t, start, start + size))
                 else:
-                    wm.value = mark
-                    wm.observe(part, t, now)
-                    mark = wm.value
-        wm.value = mark
-        if last_token is not None:
+                    payload = payloads[i]
+                    try:
+                        key = keyfn(payload) if keyfn is not None else events[i][2]
+                        w = here.get(key)  # type: ignore[union-attr]  # not late: ``here`` is set
+                        if w is None:
+                            if summing:
+                                acc = 0 + payload[field]  # sum's initial() is 0
+                            elif counting:
+                                acc = 1
+                            else:
+                                acc = add(initial(), payload)
+                            here[key] = [acc, 1, token]  # type: ignore[index]
+                            fresh += 1
+                        else:
+                            if summing:
+                                w[0] += payload[field]
+                            elif counting:
+                                w[0] += 1
+                            else:
+                                w[0] = add(w[0], payload)
+                            w[1] += 1
+                    except Exception as exc:  # noqa: BLE001 -- the user's function fails this event alone
+                        failed.append(i)
+                        errors.append((exc, 1))
+                        continue
+                if t > top:
+                    top = t
+                    if single:  # one partition: no minimum to take
+                        if t - delay > mark:
+                            mark = t - delay
+                    else:
+                        wm.value = mark
+                        wm.observe(part, t, now)
+                        mark = wm.value
+            wm.value = mark
             wm.observe(part, top, now)
+            mark = wm.value
+            folded = hi - lo - (len(late) + len(failed) - skipped)
+            # no window of this run ends after the one holding its newest event
+            reach = floor(max(times[lo:hi]) / size) * size + size
+            self._hold(token, folded - fresh, reach)
+            lo = hi
+
+    def _hold(self, token: AckToken, units: int, reach: float) -> None:
+        """Hold ``units`` of ``token`` until every window ending by ``reach`` was emitted."""
+        if units <= 0:
+            return
+        held = self.held
+        if held:
+            last = held[-1]
+            if reach < last[0]:
+                reach = last[0]
+            if last[1] is token:
+                last[0] = reach
+                last[2] += units
+                return
+        held.append([reach, token, units])
 
     def _late(self, t: float, start: float, end: float) -> str:
         return self._late_at(self.wm.value, t, start, end)
@@ -392,21 +462,25 @@ class _Run:
         if not starts:
             last = max(self.stage._starts(t))
             return self._late(t, last, last + size)
-        windows = []
-        for start in starts:
-            w = self.open.get((key, start))
+        opened, initial = self.open, self.agg.initial
+        found = [opened.get(start, _NONE).get(key) for start in starts]
+        # may raise: this event fails, every window stays as it was
+        accs = [add(initial() if w is None else w[0], payload) for w in found]
+        if len(starts) > 1:  # one unit of the token per window holding the event
+            self.ctx.expand(token, len(starts))
+        fresh = 0
+        for start, w, acc in zip(starts, found, accs, strict=True):
             if w is None:
-                w = _Window(key, start, start + size, self.agg.initial())
-            w.acc = add(w.acc, payload)  # may raise: this event fails, the window stays as it was
-            windows.append(w)
-        if len(windows) > 1:  # one unit of the token per window holding the event
-            self.ctx.expand(token, len(windows))
-        for w in windows:
-            if w.count == 0:
-                self.open[(key, w.start)] = w
-                heapq.heappush(self.heap, (w.end, next(self.seq), w))
-            w.count += 1
-            w.hold(token)
+                here = opened.get(start)
+                if here is None:
+                    here = opened[start] = {}
+                    heapq.heappush(self.closing, start)
+                here[key] = [acc, 1, token]
+                fresh += 1
+            else:
+                w[0] = acc
+                w[1] += 1
+        self._hold(token, len(starts) - fresh, max(starts) + size)
         return None
 
     def _fold_session(self, key: Any, t: float, payload: Any, token: AckToken) -> str | None:
@@ -446,7 +520,57 @@ class _Run:
     # -- closing -----------------------------------------------------------------
     async def close(self) -> int:
         """Emit every window the watermark closed, oldest end first; returns how many."""
-        heap, edge = self.heap, self.wm.value - self.lateness
+        edge = self.wm.value - self.lateness
+        if self.stage.shape == "session":
+            return await self._close_sessions(edge)
+        closing, size = self.closing, self.stage.size
+        if not closing or closing[0] + size > edge:
+            return 0
+        name, result, ctx = self.stage.name, self.agg.result, self.ctx
+        plain = result is _identity
+        opened, pop, step = self.open, heapq.heappop, ctx.max_batch
+        total = 0
+        while closing and closing[0] + size <= edge:
+            start = pop(closing)
+            end = start + size
+            tail = f":{start}"
+            windows = opened.pop(start)
+            keys = list(windows)
+            states = list(windows.values())
+            payloads = [
+                {
+                    "key": k,
+                    "start": start,
+                    "end": end,
+                    "value": w[0] if plain else result(w[0]),
+                    "count": w[1],
+                }
+                for k, w in zip(keys, states, strict=True)
+            ]
+            ids = [f"{name}:{k}{tail}" for k in keys]
+            n = len(keys)
+            events = list(
+                map(_trusted, zip(ids, payloads, keys, [end] * n, [_NO_HEADERS] * n, strict=True))
+            )
+            carried = list(map(_carrier_of, states))
+            total += n
+            for i in range(0, n, step):
+                j = i + step
+                await ctx.forward(Batch(events[i:j], payloads[i:j], carried[i:j]))
+        self._release(edge)
+        return total
+
+    def _release(self, edge: float) -> None:
+        """Finish, as filtered, the held units whose windows have all been emitted."""
+        held, ctx = self.held, self.ctx
+        while held and held[0][0] <= edge:
+            _end, token, units = held.popleft()
+            # folded into results now on their way: each result's carrier (the read
+            # that opened its window) keeps the source's commit behind it
+            ctx.drop(ctx.stats, Batch([_FOLDED] * units, [None] * units, [token] * units))
+
+    async def _close_sessions(self, edge: float) -> int:
+        heap = self.heap
         ctx = self.ctx
         closed: list[_Window] = []
         while heap and heap[0][0] <= edge:
@@ -454,13 +578,10 @@ class _Run:
             if not w.alive or w.end != end:
                 continue  # a session that grew or merged: a newer entry stands for it
             w.alive = False
-            if self.stage.shape == "session":
-                sessions = self.sessions[w.key]
-                sessions.remove(w)
-                if not sessions:
-                    del self.sessions[w.key]
-            else:
-                del self.open[(w.key, w.start)]
+            sessions = self.sessions[w.key]
+            sessions.remove(w)
+            if not sessions:
+                del self.sessions[w.key]
             closed.append(w)
         for i in range(0, len(closed), ctx.max_batch):
             await self._emit(closed[i : i + ctx.max_batch])
@@ -493,6 +614,18 @@ class _Run:
             # token (the earliest read) keeps the source's commit behind the result
             self.ctx.drop(self.ctx.stats, Batch([events[0]] * len(rest), [None] * len(rest), rest))
 
+
+def _run_end(tokens: list[AckToken], lo: int) -> int:
+    """The end of the run of events from the read ``tokens[lo]`` (C loops in the common case)."""
+    token = tokens[lo]
+    rest = tokens[lo:] if lo else tokens
+    c = rest.count(token)
+    if c == len(rest) or rest[:c].count(token) == c:
+        return lo + c
+    hi = lo + 1
+    while tokens[hi] is token:
+        hi += 1
+    return hi
 
 def _carrier(tokens: dict[AckToken, int]) -> AckToken:
     """The token a window's result carries: the earliest read of the first source in it."""
