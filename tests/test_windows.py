@@ -242,6 +242,43 @@ def test_a_failing_key_or_reduce_dead_letters_that_event_alone() -> None:
     accounted(report)
 
 
+@pytest.mark.parametrize("agg", ["sum", "count", "reduce"])
+@pytest.mark.parametrize("max_batch", [1, 4, 256])
+def test_events_failing_mid_batch_leave_the_rest_of_the_batch_folded(
+    agg: str, max_batch: int
+) -> None:
+    # one read, one window start: the fast pass folds until an event fails, then the
+    # careful loop reports that event alone and folds the rest
+    payloads: list[Any] = [
+        {"user": "a", "amount": 1.0},
+        {"amount": 2.0},  # no key
+        {"user": ["not", "hashable"], "amount": 3.0},
+        {"user": "a"},  # no amount: sum fails, count does not
+        {"user": "b", "amount": "x"},  # a str amount: sum fails on the new window
+        {"user": "a", "amount": 4.0},
+    ]
+    events = [ti.Event(f"e{i}", p, event_time=1.0 + i / 10) for i, p in enumerate(payloads)]
+    aggs: dict[str, dict[str, Any]] = {
+        "sum": {"agg": ti.agg.sum("amount")},
+        "count": {"agg": ti.agg.count()},
+        "reduce": {"reduce": lambda acc, p: acc + p["amount"], "initial": 0.0},
+    }
+    win = ti.windows.tumbling(10, key=lambda p: p["user"], name="w", **aggs[agg])
+    sink, dead = ti.sinks.Memory(), ti.sinks.Memory()
+    pipeline = ti.Pipeline(
+        ti.sources.from_iterable(events), win, sink=sink, dead_letter=dead, max_batch=max_batch
+    )
+    report = anyio.run(pipeline.run)
+    got = {e.payload["key"]: (e.payload["value"], e.payload["count"]) for e in sink.events}
+    failed = sorted(d.payload.event.id for d in dead.events)
+    if agg == "count":
+        assert got == {"a": (3, 3), "b": (1, 1)} and failed == ["e1", "e2"]
+    else:
+        assert got == {"a": (5.0, 2)} and failed == ["e1", "e2", "e3", "e4"]
+    assert report.nodes["w"].errors == len(failed)
+    accounted(report)
+
+
 def test_configuration_errors_name_the_field() -> None:
     with pytest.raises(ti.ConfigError, match="'size' must be"):
         ti.windows.tumbling(0, agg=ti.agg.count())

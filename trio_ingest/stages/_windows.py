@@ -59,6 +59,7 @@ _time_of = operator.itemgetter(3)  # Event.event_time, read in a C loop
 #: The event of the placeholder batch that finishes units folded into emitted results.
 _FOLDED = Event("folded", None, None, 0.0)
 _carrier_of = operator.itemgetter(2)  # the read a fixed window's result carries
+_key_of = operator.itemgetter(2)  # Event.key
 _NONE: dict[Any, list[Any]] = {}  # no windows at this start (never written to)
 
 
@@ -337,28 +338,16 @@ class _Run:
     ) -> None:
         """:meth:`fold` for tumbling windows partitioned by source: the hot loop inlined.
 
-        One pass per run of events from one read; the windows of the last start seen
-        stay at hand, and the ready ``sum(field)`` and ``count()`` fold inline (no
-        call per event).
+        One pass per run of events from one read (:meth:`_run`); the watermark of
+        the run's source moves as it goes, exactly as :meth:`Watermark.observe` would.
         """
-        stage, wm = self.stage, self.wm
-        keyfn, add, initial = stage.key, self.agg.add, self.agg.initial
-        inline, field = self.agg.inline or ("", None)
-        summing = inline == "sum" and field is not None
-        counting = inline == "count"
-        size, lateness, delay = stage.size, self.lateness, wm.max_delay
-        floor, closing, push = math.floor, self.closing, heapq.heappush
-        opened = self.open
-        tops = wm._max
-        events, payloads, tokens = batch.events, batch.payloads, batch.tokens
+        wm, tops = self.wm, self.wm._max
+        events, tokens = batch.events, batch.tokens
         times = list(map(_time_of, events))
-        n = len(payloads)
-        mark = wm.value
-        # the windows at hand: those of ``start``, for events with ``low <= t / size < high``
-        # (the same test as ``floor(t / size) == low``, without the call)
-        low = high = _inf
-        start = closes_at = _inf
-        here: dict[Any, list[Any]] | None = None
+        keyfn = self.stage.key
+        keys_from = batch.payloads if keyfn is not None else events
+        size, lateness, floor = self.stage.size, self.lateness, math.floor
+        n = len(times)
         lo = 0
         while lo < n:
             token = tokens[lo]
@@ -367,66 +356,188 @@ class _Run:
             top = tops.get(part, -_inf)
             single = not tops or (len(tops) == 1 and part in tops)
             skipped = len(late) + len(failed)
+            span = times[lo:hi]
+            newest = max(span)
+            k = floor(min(span) / size)
+            start = k * size
             fresh = 0
-            for i in range(lo, hi):
-                t = times[i]
-                q = t / size
-                if not low <= q < high:
-                    k = floor(q)
-                    start = k * size  # as ``_starts`` computes it (an int size keeps int starts)
-                    low = float(k)
-                    high = low + 1.0
-                    closes_at = start + size + lateness
-                    here = opened.get(start)
-                    if here is None and closes_at > mark:  # (once late, a start stays late)
-                        here = opened[start] = {}
-                        push(closing, start)
-                if closes_at <= mark:
-                    late.append(i)
-                    reasons.append(self._late_at(mark, t, start, start + size))
-                else:
-                    payload = payloads[i]
-                    try:
-                        key = keyfn(payload) if keyfn is not None else events[i][2]
-                        w = here.get(key)  # type: ignore[union-attr]  # not late: ``here`` is set
-                        if w is None:
-                            if summing:
-                                acc = 0 + payload[field]  # sum's initial() is 0
-                            elif counting:
-                                acc = 1
-                            else:
-                                acc = add(initial(), payload)
-                            here[key] = [acc, 1, token]  # type: ignore[index]
-                            fresh += 1
-                        else:
-                            if summing:
-                                w[0] += payload[field]
-                            elif counting:
-                                w[0] += 1
-                            else:
-                                w[0] = add(w[0], payload)
-                            w[1] += 1
-                    except Exception as exc:  # noqa: BLE001 -- the user's function fails this event alone
-                        failed.append(i)
-                        errors.append((exc, 1))
-                        continue
-                if t > top:
-                    top = t
-                    if single:  # one partition: no minimum to take
-                        if t - delay > mark:
-                            mark = t - delay
-                    else:
-                        wm.value = mark
-                        wm.observe(part, t, now)
-                        mark = wm.value
-            wm.value = mark
-            wm.observe(part, top, now)
-            mark = wm.value
+            if k == floor(newest / size) and start + size + lateness > wm.value:
+                # the whole run lies in one start, whose windows are open: none of its
+                # events can be late (the watermark stays behind ``newest - max_delay``)
+                done, fresh = self._run_one_start(batch, keys_from, lo, hi, start, token)
+                if done < hi:  # event ``done`` failed: the careful loop takes over from it
+                    if done > lo:
+                        top = max(top, max(times[lo:done]))
+                        wm.observe(part, top, now)
+                    top, more = self._run(
+                        batch, times, keys_from, done, hi, token, part, top, single, now,
+                        late, reasons, failed, errors,
+                    )
+                    fresh += more
+                top = max(top, newest)
+            else:
+                top, fresh = self._run(
+                    batch, times, keys_from, lo, hi, token, part, top, single, now,
+                    late, reasons, failed, errors,
+                )
+            wm.observe(part, top, now)  # (after ``_run`` left its watermark in ``wm.value``)
             folded = hi - lo - (len(late) + len(failed) - skipped)
             # no window of this run ends after the one holding its newest event
-            reach = floor(max(times[lo:hi]) / size) * size + size
-            self._hold(token, folded - fresh, reach)
+            self._hold(token, folded - fresh, floor(newest / size) * size + size)
             lo = hi
+
+    def _run_one_start(
+        self, batch: Batch, keys_from: list[Any], lo: int, hi: int, start: float, token: AckToken
+    ) -> tuple[int, int]:
+        """Fold the events ``lo:hi`` of one read into the windows of ``start`` (none late).
+
+        Returns (the index of the first event not folded, ``hi`` when all were; windows
+        opened). Keys and ``sum``'s values are read in C loops; an event whose key or
+        value fails stops the pass before it changes anything.
+        """
+        here = self.open.get(start)
+        if here is None:
+            here = self.open[start] = {}
+            heapq.heappush(self.closing, start)
+        get = here.get
+        keyfn = self.stage.key or _key_of
+        keys = map(keyfn, keys_from[lo:hi])
+        inline, field = self.agg.inline or ("", None)
+        fresh = 0
+        done = lo - 1  # the last event folded
+        try:
+            if inline == "sum" and field is not None:
+                values = map(operator.itemgetter(field), batch.payloads[lo:hi])
+                for i, key, v in zip(range(lo, hi), keys, values, strict=True):
+                    w = get(key)
+                    if w is None:
+                        here[key] = [0 + v, 1, token]  # sum's initial() is 0
+                        fresh += 1
+                    else:
+                        w[0] += v
+                        w[1] += 1
+                    done = i
+            elif inline == "count":
+                for i, key in zip(range(lo, hi), keys, strict=True):
+                    w = get(key)
+                    if w is None:
+                        here[key] = [1, 1, token]
+                        fresh += 1
+                    else:
+                        w[0] += 1
+                        w[1] += 1
+                    done = i
+            else:
+                add, initial = self.agg.add, self.agg.initial
+                for i, key, payload in zip(range(lo, hi), keys, batch.payloads[lo:hi], strict=True):
+                    w = get(key)
+                    if w is None:
+                        here[key] = [add(initial(), payload), 1, token]
+                        fresh += 1
+                    else:
+                        w[0] = add(w[0], payload)
+                        w[1] += 1
+                    done = i
+        except Exception:  # noqa: BLE001 -- the careful loop redoes this event and reports it
+            pass
+        return done + 1, fresh
+
+    def _run(
+        self,
+        batch: Batch,
+        times: list[float],
+        keys_from: list[Any],
+        lo: int,
+        hi: int,
+        token: AckToken,
+        part: Hashable,
+        top: float,
+        single: bool,
+        now: float,
+        late: list[int],
+        reasons: list[str],
+        failed: list[int],
+        errors: list[tuple[Exception, int]],
+    ) -> tuple[float, int]:
+        """Fold the events ``lo:hi`` of one read; returns (the newest event time, windows opened).
+
+        The windows at hand are those of one ``start``: an event with
+        ``low <= t / size < high`` belongs there (the same test as ``floor(t / size)
+        == low``, without the call). ``sum(field)`` and ``count()`` fold inline.
+        """
+        stage, wm = self.stage, self.wm
+        keyfn = stage.key or _key_of
+        add, initial = self.agg.add, self.agg.initial
+        inline, field = self.agg.inline or ("", None)
+        summing = inline == "sum" and field is not None
+        counting = inline == "count"
+        size, lateness, delay = stage.size, self.lateness, wm.max_delay
+        floor, closing, push, opened = math.floor, self.closing, heapq.heappush, self.open
+        payloads = batch.payloads
+        mark = wm.value
+        low = high = start = closes_at = _inf
+        here: dict[Any, list[Any]] = _NONE
+        fresh = 0
+        for i in range(lo, hi):
+            t = times[i]
+            q = t / size
+            if not low <= q < high:
+                k = floor(q)
+                start = k * size  # as ``_starts`` computes it (an int size keeps int starts)
+                low = float(k)
+                high = low + 1.0
+                closes_at = start + size + lateness
+                got = opened.get(start)
+                if got is None:
+                    if closes_at > mark:  # (once late, a start stays late)
+                        got = opened[start] = {}
+                        push(closing, start)
+                    else:
+                        got = _NONE
+                here = got
+            if closes_at <= mark:
+                late.append(i)
+                reasons.append(self._late_at(mark, t, start, start + size))
+            elif summing:
+                try:
+                    key = keyfn(keys_from[i])
+                    w = here.get(key)
+                    if w is None:
+                        here[key] = [0 + payloads[i][field], 1, token]  # sum's initial() is 0
+                        fresh += 1
+                    else:
+                        w[0] += payloads[i][field]
+                        w[1] += 1
+                except Exception as exc:  # noqa: BLE001 -- the user's function fails this event alone
+                    failed.append(i)
+                    errors.append((exc, 1))
+                    continue
+            else:
+                try:
+                    key = keyfn(keys_from[i])
+                    w = here.get(key)
+                    if w is None:
+                        acc = 1 if counting else add(initial(), payloads[i])
+                        here[key] = [acc, 1, token]
+                        fresh += 1
+                    else:
+                        w[0] = w[0] + 1 if counting else add(w[0], payloads[i])
+                        w[1] += 1
+                except Exception as exc:  # noqa: BLE001 -- the user's function fails this event alone
+                    failed.append(i)
+                    errors.append((exc, 1))
+                    continue
+            if t > top:
+                top = t
+                if single:  # one partition: no minimum to take
+                    if t - delay > mark:
+                        mark = t - delay
+                else:
+                    wm.value = mark
+                    wm.observe(part, t, now)
+                    mark = wm.value
+        wm.value = mark
+        return top, fresh
 
     def _hold(self, token: AckToken, units: int, reach: float) -> None:
         """Hold ``units`` of ``token`` until every window ending by ``reach`` was emitted."""
