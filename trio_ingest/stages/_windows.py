@@ -374,7 +374,8 @@ class _Run:
                         late, reasons, failed, errors,
                     )
                     fresh += more
-                top = max(top, newest)
+                elif newest > top:  # every event folded: the newest moves the watermark
+                    top = newest
             else:
                 top, fresh = self._run(
                     batch, times, keys_from, lo, hi, token, part, top, single, now,
@@ -636,6 +637,7 @@ class _Run:
             return await self._close_sessions(edge)
         closing, size = self.closing, self.stage.size
         if not closing or closing[0] + size > edge:
+            self._release(edge)  # units of events whose windows were emitted before
             return 0
         name, result, ctx = self.stage.name, self.agg.result, self.ctx
         plain = result is _identity
