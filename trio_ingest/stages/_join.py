@@ -174,11 +174,9 @@ class JoinLatest(StatefulStage):
             except Exception as exc:  # noqa: BLE001 -- the user's function fails this event alone
                 failed.append(i)
                 errors.append((exc, 1))
-        # stream events held here are not finished: their tokens stay open until emitted
-        passed = len(out_idx) + self._waiting_count
         if failed:
             stats.errors += sum(1 for e, _a in errors if not isinstance(e, MissingRowError))
-            await ctx.dead_letter(stats, batch, failed, errors, passed=passed)
+            await ctx.dead_letter(stats, batch, failed, errors)
         if absorbed:
             ctx.drop(stats, batch if len(absorbed) == len(batch) else batch.select(absorbed))
         n_out = 0
