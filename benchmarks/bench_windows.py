@@ -12,6 +12,7 @@ and writes them to ``benchmarks/results/windows.json``. Run:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import random
@@ -107,6 +108,9 @@ def bytewax_run(items: list[Any]) -> int | None:
 
 
 def timed(fn: Callable[[Any], Any], rows: Any) -> tuple[float, Any]:
+    # every contender starts with no garbage-collection debt: the inputs built for all
+    # of them would otherwise make a full collection land in whichever runs next
+    gc.collect()
     start = time.perf_counter()
     result = fn(rows)
     return time.perf_counter() - start, result

@@ -41,6 +41,7 @@ def test_contract_names() -> None:
         "batch",
         "key_by",
         "inspect",
+        "join_latest",
         "tap",
         "map_event",
     ):

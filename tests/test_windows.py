@@ -243,6 +243,67 @@ def test_a_failing_key_or_reduce_dead_letters_that_event_alone() -> None:
     accounted(report)
 
 
+@pytest.mark.parametrize("agg", ["sum", "count", "reduce"])
+@pytest.mark.parametrize("max_batch", [1, 4, 256])
+def test_events_failing_mid_batch_leave_the_rest_of_the_batch_folded(
+    agg: str, max_batch: int
+) -> None:
+    # one read, one window start: the fast pass folds until an event fails, then the
+    # careful loop reports that event alone and folds the rest
+    payloads: list[Any] = [
+        {"user": "a", "amount": 1.0},
+        {"amount": 2.0},  # no key
+        {"user": ["not", "hashable"], "amount": 3.0},
+        {"user": "a"},  # no amount: sum fails, count does not
+        {"user": "b", "amount": "x"},  # a str amount: sum fails on the new window
+        {"user": "a", "amount": 4.0},
+    ]
+    events = [ti.Event(f"e{i}", p, event_time=1.0 + i / 10) for i, p in enumerate(payloads)]
+    aggs: dict[str, dict[str, Any]] = {
+        "sum": {"agg": ti.agg.sum("amount")},
+        "count": {"agg": ti.agg.count()},
+        "reduce": {"reduce": lambda acc, p: acc + p["amount"], "initial": 0.0},
+    }
+    win = ti.windows.tumbling(10, key=lambda p: p["user"], name="w", **aggs[agg])
+    sink, dead = ti.sinks.Memory(), ti.sinks.Memory()
+    pipeline = ti.Pipeline(
+        ti.sources.from_iterable(events), win, sink=sink, dead_letter=dead, max_batch=max_batch
+    )
+    report = anyio.run(pipeline.run)
+    got = {e.payload["key"]: (e.payload["value"], e.payload["count"]) for e in sink.events}
+    failed = sorted(d.payload.event.id for d in dead.events)
+    if agg == "count":
+        assert got == {"a": (3, 3), "b": (1, 1)} and failed == ["e1", "e2"]
+    else:
+        assert got == {"a": (5.0, 2)} and failed == ["e1", "e2", "e3", "e4"]
+    assert report.nodes["w"].errors == len(failed)
+    accounted(report)
+
+
+@pytest.mark.parametrize("max_batch", [1, 3])
+def test_a_failing_event_does_not_move_the_watermark(max_batch: int) -> None:
+    # reads of 3: [a@1], [b@11, (no key)@19, b@12], [a@5]. Only folded events move the
+    # watermark (to 12): with allowed_lateness=8, [0, 10) is still open for a@5
+    payloads: list[tuple[dict[str, Any], float]] = [
+        ({"user": "a"}, 1.0), ({"user": "a"}, 1.5), ({"user": "a"}, 2.0),
+        ({"user": "b"}, 11.0), ({}, 19.0), ({"user": "b"}, 12.0),
+        ({"user": "a"}, 5.0),
+    ]
+    events = [ti.Event(f"e{i}", p, event_time=t) for i, (p, t) in enumerate(payloads)]
+    win = ti.windows.tumbling(
+        10, key=lambda p: p["user"], agg=ti.agg.count(), allowed_lateness=8, name="w"
+    )
+    sink, dead = ti.sinks.Memory(), ti.sinks.Memory()
+    pipeline = ti.Pipeline(
+        ti.sources.from_iterable(events), win, sink=sink, dead_letter=dead, max_batch=max_batch
+    )
+    report = anyio.run(pipeline.run)
+    assert [d.payload.event.id for d in dead.events] == ["e4"]  # the failing one, not e6
+    assert {(e.payload["key"], e.payload["value"]) for e in sink.events} == {("a", 4), ("b", 2)}
+    assert report.nodes["w"].late == 0
+    accounted(report)
+
+
 def test_configuration_errors_name_the_field() -> None:
     with pytest.raises(ti.ConfigError, match="'size' must be"):
         ti.windows.tumbling(0, agg=ti.agg.count())

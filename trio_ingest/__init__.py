@@ -74,6 +74,7 @@ from .stages import dedupe as dedupe
 from .stages import filter as filter
 from .stages import flat_map as flat_map
 from .stages import inspect as inspect
+from .stages import join_latest as join_latest
 from .stages import key_by as key_by
 from .stages import map as map
 from .stages import map_batch as map_batch
@@ -128,6 +129,7 @@ __all__ = (
     "flat_map",
     "http",
     "inspect",
+    "join_latest",
     "key_by",
     "map",
     "map_batch",

@@ -181,6 +181,11 @@ class AckTracker:
         return token
 
     @property
+    def source(self) -> str:
+        """The name of the intake (source node, or handle) whose reads this tracks."""
+        return self._root.name if self._root is not None else self.name
+
+    @property
     def open_reads(self) -> int:
         """Reads not yet committable (some event of theirs, or of an earlier read, is open)."""
         return len(self._open) + sum(len(lane._open) for lane in self._lanes.values())

@@ -3,6 +3,7 @@
 from ._custom import CustomStage as CustomStage
 from ._custom import Inbox as Inbox
 from ._custom import Outbox as Outbox
+from ._join import join_latest as join_latest
 from ._keyed import dedupe as dedupe
 from ._keyed import stateful_map as stateful_map
 from ._operators import batch as batch
@@ -29,6 +30,7 @@ __all__ = (
     "filter",
     "flat_map",
     "inspect",
+    "join_latest",
     "key_by",
     "map",
     "map_batch",

@@ -33,21 +33,31 @@ def _getter(field: Field) -> Callable[[Any], Any]:
     raise ConfigError(f"'field' must be a str, a callable or None: {field!r}")
 
 
+def _identity(acc: Any) -> Any:
+    return acc
+
+
 @attrs.frozen
 class Agg:
     """An aggregation: ``initial() -> acc``, ``add(acc, p) -> acc``, ``merge(a, b) -> acc``,
-    ``result(acc) -> value``. ``merge`` is None when accumulators cannot be joined."""
+    ``result(acc) -> value``. ``merge`` is None when accumulators cannot be joined.
+
+    ``inline`` lets a window fold a ready aggregation without a call per event:
+    ``("sum", field)`` (``field`` a key or None for the payload) or ``("count", None)``;
+    it must mean exactly what ``add`` does.
+    """
 
     name: str
     initial: Callable[[], Any]
     add: Callable[[Any, Any], Any]
     merge: Callable[[Any, Any], Any] | None
-    result: Callable[[Any], Any] = attrs.field(default=lambda acc: acc)
+    result: Callable[[Any], Any] = attrs.field(default=_identity)
+    inline: tuple[str, str | None] | None = None
 
 
 def count() -> Agg:
     """The number of events."""
-    return Agg("count", lambda: 0, lambda acc, _p: acc + 1, operator.add)
+    return Agg("count", lambda: 0, lambda acc, _p: acc + 1, operator.add, inline=("count", None))
 
 
 def sum(field: Field = None) -> Agg:
@@ -57,7 +67,8 @@ def sum(field: Field = None) -> Agg:
         ConfigError: ``field`` is not a str, a callable or None.
     """
     get = _getter(field)
-    return Agg("sum", lambda: 0, lambda acc, p: acc + get(p), operator.add)
+    inline = ("sum", field) if field is None or isinstance(field, str) else None
+    return Agg("sum", lambda: 0, lambda acc, p: acc + get(p), operator.add, inline=inline)
 
 
 def _pick(

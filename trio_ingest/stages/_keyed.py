@@ -2,8 +2,8 @@
 
 Both keep their state per key in memory, for one worker task; state expires
 (``dedupe``: ``ttl`` seconds of event time behind the largest event time seen;
-``stateful_map``: when ``fn`` returns ``None`` as the new state), so memory is
-bounded by the live keys.
+``stateful_map``: when ``fn`` returns ``None`` as the new state, or ``ttl`` seconds
+after the key's last update), so memory is bounded by the live keys.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from ._context import StageContext
 from ._stateful import StatefulStage
 
 __all__ = ("Dedupe", "StatefulMap", "dedupe", "stateful_map")
+
+_inf = math.inf
 
 
 class Dedupe(StatefulStage):
@@ -131,6 +133,7 @@ class StatefulMap(StatefulStage):
         initial: Any,
         key: Callable[[Any], Hashable] | None,
         name: str | None,
+        ttl: float | None = None,
     ) -> None:
         if not callable(fn):
             raise ConfigError(f"stateful_map() needs a callable: {fn!r}")
@@ -139,14 +142,25 @@ class StatefulMap(StatefulStage):
         self.fn = fn
         self.initial: Callable[[], Any] = initial if callable(initial) else (lambda: initial)
         self.key = key
+        self.ttl = None if ttl is None else float(check(positive, "ttl", ttl))
         super().__init__(name)
         self.state: dict[Hashable, Any] = {}
         self._restore: Any = None
+        self._updated: dict[Hashable, float] = {}  # key -> event time of its last update (ttl)
+        self._expiry: list[tuple[float, int, Hashable]] = []
+        self._seq = itertools.count()
+        self._top = -math.inf
+
+    @property
+    def live_keys(self) -> int:
+        """Keys with state now (the state's size)."""
+        return len(self.state)
 
     async def work(self, ctx: StageContext) -> None:
         """Each event's payload becomes the output ``fn`` returns; its state is kept per key."""
         self._begin()  # each run starts afresh, or from restored state
         fn, state, keyfn, initial = self.fn, self.state, self.key, self.initial
+        ttl, updated, expiry, seq = self.ttl, self._updated, self._expiry, self._seq
         stats = ctx.stats
         while (batch := await ctx.receive()) is not None:
             started = ctx.clock()
@@ -157,6 +171,13 @@ class StatefulMap(StatefulStage):
             for i, (event, payload) in enumerate(zip(batch.events, batch.payloads, strict=True)):
                 try:
                     k = keyfn(payload) if keyfn is not None else event.key
+                    if ttl is not None:
+                        t = event.event_time
+                        if t > self._top:
+                            self._top = t
+                        if updated.get(k, _inf) + ttl <= self._top:  # stale: starts afresh
+                            del updated[k]
+                            state.pop(k, None)
                     before = state[k] if k in state else initial()
                     after, out = fn(before, payload)
                 except Exception as exc:  # noqa: BLE001 -- the user's function fails this event
@@ -167,8 +188,16 @@ class StatefulMap(StatefulStage):
                     state.pop(k, None)
                 else:
                     state[k] = after
+                    if ttl is not None and t > updated.get(k, -_inf):
+                        updated[k] = t
+                        heapq.heappush(expiry, (t + ttl, next(seq), k))
                 kept.append(i)
                 outputs.append(out)
+            while expiry and expiry[0][0] <= self._top:  # untouched for ttl: forgotten
+                until, _seq, k = heapq.heappop(expiry)
+                if updated.get(k, math.nan) + ttl == until:  # type: ignore[operator]
+                    del updated[k]
+                    state.pop(k, None)
             if failed:
                 stats.errors += len(failed)
                 await ctx.dead_letter(stats, batch, failed, errors)
@@ -182,16 +211,29 @@ class StatefulMap(StatefulStage):
     checkpoints = True
 
     def _begin(self) -> None:
-        self.state = {}
+        self.state, self._updated, self._expiry = {}, {}, []
+        self._top = -math.inf
         state, self._restore = self._restore, None
-        for k, v in state or ():
+        if state is None:
+            return
+        for k, v, t in state["keys"]:
             self.state[k] = v
+            if t is not None and self.ttl is not None:
+                self._updated[k] = t
+                heapq.heappush(self._expiry, (t + self.ttl, next(self._seq), k))
+        self._top = -math.inf if state["top"] is None else state["top"]
+
+    def state_signature(self) -> dict[str, Any]:
+        """The kind and the ``ttl`` the keys' states were kept for."""
+        return {"kind": self.kind, "ttl": self.ttl}
 
     def snapshot_state(self) -> Any:
-        """The state of each live key, as ``[key, state]`` pairs."""
+        """Each live key ``[key, state, event time of its last update]``, the largest time seen."""
         if self._restore is not None:
             return self._restore
-        return [[k, v] for k, v in self.state.items()]
+        updated = self._updated
+        top = None if self._top == -math.inf else self._top
+        return {"keys": [[k, v, updated.get(k)] for k, v in self.state.items()], "top": top}
 
     def restore_state(self, state: Any) -> None:
         """Start the next run with these keys' states."""
@@ -218,15 +260,18 @@ def stateful_map(
     initial: Any = None,
     *,
     key: Callable[[Any], Hashable] | None = None,
+    ttl: float | None = None,
     name: str | None = None,
 ) -> StatefulMap:
     """Map with per-key state: ``fn(state, payload) -> (new_state, output)``.
 
     The state of a new key is ``initial`` (a callable makes a fresh one); returning
     ``None`` as the new state forgets the key. ``key(payload)`` picks the key (the
-    event's key by default).
+    event's key by default). With ``ttl``, a key not updated for ``ttl`` seconds of
+    event time (behind the largest event time seen) is forgotten too, so memory
+    holds only the keys updated in the last ``ttl`` seconds (plus one batch).
 
     Raises:
-        ConfigError: ``fn`` or ``key`` is not callable.
+        ConfigError: ``fn`` or ``key`` is not callable, or ``ttl`` is not positive.
     """
-    return StatefulMap(fn, initial, key, name)
+    return StatefulMap(fn, initial, key, name, ttl)

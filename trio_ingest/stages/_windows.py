@@ -27,15 +27,18 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import operator
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
 from .._acks import AckToken
 from .._batch import Batch
 from .._errors import ConfigError, IngestError
-from .._event import Event
+from .._event import _NO_HEADERS, Event
+from .._event import trusted as _trusted
 from .._validators import check, non_negative, positive
-from ._agg import Agg
+from ._agg import Agg, _identity
 from ._agg import reduce as _reduce_agg
 from ._context import StageContext
 from ._stateful import StatefulStage
@@ -52,6 +55,12 @@ __all__ = (
 )
 
 _inf = math.inf
+_time_of = operator.itemgetter(3)  # Event.event_time, read in a C loop
+#: The event of the placeholder batch that finishes units folded into emitted results.
+_FOLDED = Event("folded", None, None, 0.0)
+_carrier_of = operator.itemgetter(2)  # the read a fixed window's result carries
+_key_of = operator.itemgetter(2)  # Event.key
+_NONE: dict[Any, list[Any]] = {}  # no windows at this start (never written to)
 
 
 class LateEventError(IngestError):
@@ -308,7 +317,17 @@ class WindowStage(StatefulStage):
 
 
 class _Run:
-    """The state of one running window stage."""
+    """The state of one running window stage.
+
+    Fixed windows (tumbling, sliding) live in ``open``: ``start -> key -> [acc, count,
+    carrier]`` where ``carrier`` is the read of the event that opened the window (its
+    acknowledgement unit travels with the result). All windows of one start end
+    together: ``closing`` is a heap of the starts, so closing costs nothing until the
+    watermark passes the smallest end. The other units of the events folded in are
+    held per run of one read in ``held`` (``[release_end, token, units]``, release ends
+    never decreasing) and finished as filtered once every window they touched has been
+    emitted: the bookkeeping costs a few operations per batch, not per event.
+    """
 
     def __init__(self, stage: WindowStage, ctx: StageContext) -> None:
         self.stage = stage
@@ -316,9 +335,12 @@ class _Run:
         self.agg = stage.agg
         self.wm = Watermark(stage.max_delay, stage.idle_timeout)
         self.lateness = stage.allowed_lateness
-        self.open: dict[tuple[Any, float], _Window] = {}  # fixed windows by (key, start)
+        # fixed windows: start -> key -> [acc, count, carrier], keys in the order they opened
+        self.open: dict[float, dict[Any, list[Any]]] = {}
+        self.closing: list[float] = []  # heap of the starts in ``open``
+        self.held: deque[list[Any]] = deque()  # [release_end, token, units], ends ascending
         self.sessions: dict[Any, list[_Window]] = {}  # session windows by key
-        # (end, seq, window): windows by closing time; stale session entries skipped
+        # (end, seq, window): sessions by closing time; stale entries skipped
         self.heap: list[tuple[float, int, _Window]] = []
         self.seq = itertools.count()
 
@@ -327,38 +349,60 @@ class _Run:
     def empty_state() -> dict[str, Any]:
         return {"windows": [], "watermark": None, "partitions": []}
 
-    def _live(self) -> list[_Window]:
-        if self.stage.shape == "session":
-            return [w for ws in self.sessions.values() for w in ws]
-        return list(self.open.values())
+    def _sessions(self) -> list[_Window]:
+        return [w for ws in self.sessions.values() for w in ws]
 
     def snapshot(self) -> dict[str, Any]:
         """The open windows and the watermark as plain values (tokens are not state)."""
-        return {
-            "windows": [[w.key, w.start, w.end, w.acc, w.count] for w in self._live()],
-            **self.wm.to_state(),
-        }
+        if self.stage.shape == "session":
+            windows = [[w.key, w.start, w.end, w.acc, w.count] for w in self._sessions()]
+        else:
+            size = self.stage.size
+            windows = [
+                [key, start, start + size, w[0], w[1]]
+                for start, here in self.open.items()
+                for key, w in here.items()
+            ]
+        return {"windows": windows, **self.wm.to_state()}
 
     def restore(self, state: dict[str, Any], now: float) -> None:
-        """Reopen the windows of ``state``; its partitions count as active from ``now``."""
+        """Reopen the windows of ``state``; its partitions count as active from ``now``.
+
+        Their events' reads were finished by the checkpoint that saved them: a
+        restored window carries no read (``None``); its result gets a token made
+        for it when it is emitted.
+        """
         session = self.stage.shape == "session"
         for key, start, end, acc, count in state["windows"]:
-            w = _Window(key, start, end, acc)
-            w.count = count
             if session:
+                w = _Window(key, start, end, acc)
+                w.count = count
                 self.sessions.setdefault(key, []).append(w)
-            else:
-                self.open[(key, start)] = w
-            heapq.heappush(self.heap, (end, next(self.seq), w))
+                heapq.heappush(self.heap, (end, next(self.seq), w))
+                continue
+            here = self.open.get(start)
+            if here is None:
+                here = self.open[start] = {}
+                heapq.heappush(self.closing, start)
+            here[key] = [acc, count, None]
         self.wm.restore(state, now)
 
     def release(self) -> list[AckToken]:
+        """Every unit of a read the open windows hold (the state holds those events now)."""
         tokens: list[AckToken] = []
-        for w in self._live():
+        for w in self._sessions():
             if w.tokens:
                 for tok, units in w.tokens.items():
                     tokens.extend([tok] * units)
                 w.tokens.clear()
+        for here in self.open.values():
+            for fixed in here.values():
+                if fixed[2] is not None:
+                    tokens.append(fixed[2])  # the unit its result would have carried
+                    fixed[2] = None
+        for _end, tok, units in self.held:
+            tokens.extend([tok] * units)
+        self.held.clear()
         return tokens
 
     # -- folding -----------------------------------------------------------------
@@ -416,52 +460,198 @@ class _Run:
         failed: list[int],
         errors: list[tuple[Exception, int]],
     ) -> None:
-        """:meth:`fold` for tumbling windows partitioned by source: the hot loop inlined."""
+        """:meth:`fold` for tumbling windows partitioned by source: the hot loop inlined.
+
+        One pass per run of events from one read (:meth:`_run`); the watermark of
+        the run's source moves as it goes, exactly as :meth:`Watermark.observe` would.
+        """
+        wm, tops = self.wm, self.wm._max
+        events, tokens = batch.events, batch.tokens
+        times = list(map(_time_of, events))
+        keyfn = self.stage.key
+        keys_from = batch.payloads if keyfn is not None else events
+        size, lateness, floor = self.stage.size, self.lateness, math.floor
+        n = len(times)
+        lo = 0
+        while lo < n:
+            token = tokens[lo]
+            hi = _run_end(tokens, lo)
+            part: Hashable = token.tracker.name
+            top = tops.get(part, -_inf)
+            single = not tops or (len(tops) == 1 and part in tops)
+            skipped = len(late) + len(failed)
+            span = times[lo:hi]
+            newest = max(span)
+            k = floor(min(span) / size)
+            start = k * size
+            fresh = 0
+            if k == floor(newest / size) and start + size + lateness > wm.value:
+                # the whole run lies in one start, whose windows are open: none of its
+                # events can be late (the watermark stays behind ``newest - max_delay``)
+                done, fresh = self._run_one_start(batch, keys_from, lo, hi, start, token)
+                if done < hi:  # event ``done`` failed: the careful loop takes over from it
+                    if done > lo:
+                        top = max(top, max(times[lo:done]))
+                        wm.observe(part, top, now)
+                    top, more = self._run(
+                        batch, times, keys_from, done, hi, token, part, top, single, now,
+                        late, reasons, failed, errors,
+                    )
+                    fresh += more
+                elif newest > top:  # every event folded: the newest moves the watermark
+                    top = newest
+            else:
+                top, fresh = self._run(
+                    batch, times, keys_from, lo, hi, token, part, top, single, now,
+                    late, reasons, failed, errors,
+                )
+            wm.observe(part, top, now)  # (after ``_run`` left its watermark in ``wm.value``)
+            folded = hi - lo - (len(late) + len(failed) - skipped)
+            # no window of this run ends after the one holding its newest event
+            self._hold(token, folded - fresh, floor(newest / size) * size + size)
+            lo = hi
+
+    def _run_one_start(
+        self, batch: Batch, keys_from: list[Any], lo: int, hi: int, start: float, token: AckToken
+    ) -> tuple[int, int]:
+        """Fold the events ``lo:hi`` of one read into the windows of ``start`` (none late).
+
+        Returns (the index of the first event not folded, ``hi`` when all were; windows
+        opened). Keys and ``sum``'s values are read in C loops; an event whose key or
+        value fails stops the pass before it changes anything.
+        """
+        here = self.open.get(start)
+        if here is None:
+            here = self.open[start] = {}
+            heapq.heappush(self.closing, start)
+        get = here.get
+        keyfn = self.stage.key or _key_of
+        keys = map(keyfn, keys_from[lo:hi])
+        inline, field = self.agg.inline or ("", None)
+        fresh = 0
+        done = lo - 1  # the last event folded
+        try:
+            if inline == "sum" and field is not None:
+                values = map(operator.itemgetter(field), batch.payloads[lo:hi])
+                for i, key, v in zip(range(lo, hi), keys, values, strict=True):
+                    w = get(key)
+                    if w is None:
+                        here[key] = [0 + v, 1, token]  # sum's initial() is 0
+                        fresh += 1
+                    else:
+                        w[0] += v
+                        w[1] += 1
+                    done = i
+            elif inline == "count":
+                for i, key in zip(range(lo, hi), keys, strict=True):
+                    w = get(key)
+                    if w is None:
+                        here[key] = [1, 1, token]
+                        fresh += 1
+                    else:
+                        w[0] += 1
+                        w[1] += 1
+                    done = i
+            else:
+                add, initial = self.agg.add, self.agg.initial
+                for i, key, payload in zip(range(lo, hi), keys, batch.payloads[lo:hi], strict=True):
+                    w = get(key)
+                    if w is None:
+                        here[key] = [add(initial(), payload), 1, token]
+                        fresh += 1
+                    else:
+                        w[0] = add(w[0], payload)
+                        w[1] += 1
+                    done = i
+        except Exception:  # noqa: BLE001 -- the careful loop redoes this event and reports it
+            pass
+        return done + 1, fresh
+
+    def _run(
+        self,
+        batch: Batch,
+        times: list[float],
+        keys_from: list[Any],
+        lo: int,
+        hi: int,
+        token: AckToken,
+        part: Hashable,
+        top: float,
+        single: bool,
+        now: float,
+        late: list[int],
+        reasons: list[str],
+        failed: list[int],
+        errors: list[tuple[Exception, int]],
+    ) -> tuple[float, int]:
+        """Fold the events ``lo:hi`` of one read; returns (the newest event time, windows opened).
+
+        The windows at hand are those of one ``start``: an event with
+        ``low <= t / size < high`` belongs there (the same test as ``floor(t / size)
+        == low``, without the call). ``sum(field)`` and ``count()`` fold inline.
+        """
         stage, wm = self.stage, self.wm
-        keyfn, add, initial = stage.key, self.agg.add, self.agg.initial
+        keyfn = stage.key or _key_of
+        add, initial = self.agg.add, self.agg.initial
+        inline, field = self.agg.inline or ("", None)
+        summing = inline == "sum" and field is not None
+        counting = inline == "count"
         size, lateness, delay = stage.size, self.lateness, wm.max_delay
-        floor, heap, seq, push = math.floor, self.heap, self.seq, heapq.heappush
-        open_get, opened = self.open.get, self.open
-        tops = wm._max
-        events, payloads, tokens = batch.events, batch.payloads, batch.tokens
-        last_token: AckToken | None = None
-        part: Hashable = None
-        top = -_inf
-        single = True
+        floor, closing, push, opened = math.floor, self.closing, heapq.heappush, self.open
+        payloads = batch.payloads
         mark = wm.value
-        for i in range(len(payloads)):
-            event, payload, token = events[i], payloads[i], tokens[i]
-            if token is not last_token:  # a batch mostly comes from one read
-                if last_token is not None:
-                    wm.value = mark
-                    wm.observe(part, top, now)
-                    mark = wm.value
-                last_token, part = token, token.tracker.name
-                top = tops.get(part, -_inf)
-                single = not tops or (len(tops) == 1 and part in tops)
-            t = event.event_time
-            start = floor(t / size) * size
-            if start + size + lateness <= mark:
+        low = high = start = closes_at = _inf
+        here: dict[Any, list[Any]] = _NONE
+        fresh = 0
+        for i in range(lo, hi):
+            t = times[i]
+            q = t / size
+            if not low <= q < high:
+                k = floor(q)
+                start = k * size  # as ``_starts`` computes it (an int size keeps int starts)
+                low = float(k)
+                high = low + 1.0
+                closes_at = start + size + lateness
+                got = opened.get(start)
+                if got is None:
+                    if closes_at > mark:  # (once late, a start stays late)
+                        got = opened[start] = {}
+                        push(closing, start)
+                    else:
+                        got = _NONE
+                here = got
+            if closes_at <= mark:
                 late.append(i)
                 reasons.append(self._late_at(mark, t, start, start + size))
-            else:
+            elif summing:
                 try:
-                    key = keyfn(payload) if keyfn is not None else event.key
-                    w = open_get((key, start))
+                    key = keyfn(keys_from[i])
+                    w = here.get(key)
                     if w is None:
-                        w = _Window(key, start, start + size, initial())
-                        w.acc = add(w.acc, payload)
-                        opened[(key, start)] = w
-                        push(heap, (w.end, next(seq), w))
+                        here[key] = [0 + payloads[i][field], 1, token]  # sum's initial() is 0
+                        fresh += 1
                     else:
-                        w.acc = add(w.acc, payload)
+                        w[0] += payloads[i][field]
+                        w[1] += 1
                 except Exception as exc:  # noqa: BLE001 -- the user's function fails this event alone
                     failed.append(i)
                     errors.append((exc, 1))
                     continue
-                w.count += 1
-                held = w.tokens
-                held[token] = held.get(token, 0) + 1
+            else:
+                try:
+                    key = keyfn(keys_from[i])
+                    w = here.get(key)
+                    if w is None:
+                        acc = 1 if counting else add(initial(), payloads[i])
+                        here[key] = [acc, 1, token]
+                        fresh += 1
+                    else:
+                        w[0] = w[0] + 1 if counting else add(w[0], payloads[i])
+                        w[1] += 1
+                except Exception as exc:  # noqa: BLE001 -- the user's function fails this event alone
+                    failed.append(i)
+                    errors.append((exc, 1))
+                    continue
             if t > top:
                 top = t
                 if single:  # one partition: no minimum to take
@@ -472,8 +662,22 @@ class _Run:
                     wm.observe(part, t, now)
                     mark = wm.value
         wm.value = mark
-        if last_token is not None:
-            wm.observe(part, top, now)
+        return top, fresh
+
+    def _hold(self, token: AckToken, units: int, reach: float) -> None:
+        """Hold ``units`` of ``token`` until every window ending by ``reach`` was emitted."""
+        if units <= 0:
+            return
+        held = self.held
+        if held:
+            last = held[-1]
+            if reach < last[0]:
+                reach = last[0]
+            if last[1] is token:
+                last[0] = reach
+                last[2] += units
+                return
+        held.append([reach, token, units])
 
     def _late(self, t: float, start: float, end: float) -> str:
         return self._late_at(self.wm.value, t, start, end)
@@ -498,21 +702,25 @@ class _Run:
         if not starts:
             last = max(self.stage._starts(t))
             return self._late(t, last, last + size)
-        windows = []
-        for start in starts:
-            w = self.open.get((key, start))
+        opened, initial = self.open, self.agg.initial
+        found = [opened.get(start, _NONE).get(key) for start in starts]
+        # may raise: this event fails, every window stays as it was
+        accs = [add(initial() if w is None else w[0], payload) for w in found]
+        if len(starts) > 1:  # one unit of the token per window holding the event
+            self.ctx.expand(token, len(starts))
+        fresh = 0
+        for start, w, acc in zip(starts, found, accs, strict=True):
             if w is None:
-                w = _Window(key, start, start + size, self.agg.initial())
-            w.acc = add(w.acc, payload)  # may raise: this event fails, the window stays as it was
-            windows.append(w)
-        if len(windows) > 1:  # one unit of the token per window holding the event
-            self.ctx.expand(token, len(windows))
-        for w in windows:
-            if w.count == 0:
-                self.open[(key, w.start)] = w
-                heapq.heappush(self.heap, (w.end, next(self.seq), w))
-            w.count += 1
-            w.hold(token)
+                here = opened.get(start)
+                if here is None:
+                    here = opened[start] = {}
+                    heapq.heappush(self.closing, start)
+                here[key] = [acc, 1, token]
+                fresh += 1
+            else:
+                w[0] = acc
+                w[1] += 1
+        self._hold(token, len(starts) - fresh, max(starts) + size)
         return None
 
     def _fold_session(self, key: Any, t: float, payload: Any, token: AckToken) -> str | None:
@@ -555,7 +763,62 @@ class _Run:
     # -- closing -----------------------------------------------------------------
     async def close(self) -> int:
         """Emit every window the watermark closed, oldest end first; returns how many."""
-        heap, edge = self.heap, self.wm.value - self.lateness
+        edge = self.wm.value - self.lateness
+        if self.stage.shape == "session":
+            return await self._close_sessions(edge)
+        closing, size = self.closing, self.stage.size
+        if not closing or closing[0] + size > edge:
+            self._release(edge)  # units of events whose windows were emitted before
+            return 0
+        name, result, ctx = self.stage.name, self.agg.result, self.ctx
+        plain = result is _identity
+        opened, pop, step = self.open, heapq.heappop, ctx.max_batch
+        total = 0
+        while closing and closing[0] + size <= edge:
+            start = pop(closing)
+            end = start + size
+            tail = f":{start}"
+            windows = opened.pop(start)
+            keys = list(windows)
+            states = list(windows.values())
+            payloads = [
+                {
+                    "key": k,
+                    "start": start,
+                    "end": end,
+                    "value": w[0] if plain else result(w[0]),
+                    "count": w[1],
+                }
+                for k, w in zip(keys, states, strict=True)
+            ]
+            ids = [f"{name}:{k}{tail}" for k in keys]
+            n = len(keys)
+            events = list(
+                map(_trusted, zip(ids, payloads, keys, [end] * n, [_NO_HEADERS] * n, strict=True))
+            )
+            carried = list(map(_carrier_of, states))
+            if None in carried:  # restored, or released by a checkpoint: tokens made for
+                # them now, before the first await (a checkpoint meanwhile sees them in flight)
+                made = ctx.from_state(carried.count(None))
+                carried = [made if c is None else c for c in carried]
+            total += n
+            for i in range(0, n, step):
+                j = i + step
+                await ctx.forward(Batch(events[i:j], payloads[i:j], carried[i:j]))
+        self._release(edge)
+        return total
+
+    def _release(self, edge: float) -> None:
+        """Finish, as filtered, the held units whose windows have all been emitted."""
+        held, ctx = self.held, self.ctx
+        while held and held[0][0] <= edge:
+            _end, token, units = held.popleft()
+            # folded into results now on their way: each result's carrier (the read
+            # that opened its window) keeps the source's commit behind it
+            ctx.drop(ctx.stats, Batch([_FOLDED] * units, [None] * units, [token] * units))
+
+    async def _close_sessions(self, edge: float) -> int:
+        heap = self.heap
         ctx = self.ctx
         closed: list[_Window] = []
         while heap and heap[0][0] <= edge:
@@ -563,13 +826,10 @@ class _Run:
             if not w.alive or w.end != end:
                 continue  # a session that grew or merged: a newer entry stands for it
             w.alive = False
-            if self.stage.shape == "session":
-                sessions = self.sessions[w.key]
-                sessions.remove(w)
-                if not sessions:
-                    del self.sessions[w.key]
-            else:
-                del self.open[(w.key, w.start)]
+            sessions = self.sessions[w.key]
+            sessions.remove(w)
+            if not sessions:
+                del self.sessions[w.key]
             closed.append(w)
         # every result's token is in hand before the first await: a checkpoint taken
         # meanwhile sees it in flight, never a window that is in neither state nor flight
@@ -613,6 +873,18 @@ class _Run:
             # token (the earliest read) keeps the source's commit behind the result
             self.ctx.drop(self.ctx.stats, Batch([events[0]] * len(rest), [None] * len(rest), rest))
 
+
+def _run_end(tokens: list[AckToken], lo: int) -> int:
+    """The end of the run of events from the read ``tokens[lo]`` (C loops in the common case)."""
+    token = tokens[lo]
+    rest = tokens[lo:] if lo else tokens
+    c = rest.count(token)
+    if c == len(rest) or rest[:c].count(token) == c:
+        return lo + c
+    hi = lo + 1
+    while tokens[hi] is token:
+        hi += 1
+    return hi
 
 def _carrier(tokens: dict[AckToken, int]) -> AckToken:
     """The token a window's result carries: the earliest read of the first source in it."""
