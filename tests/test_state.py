@@ -295,6 +295,31 @@ async def test_dedupe_and_stateful_map_resume_their_keys(tmp_path: Path) -> None
     assert report.received == 16 and report.filtered == 15 and report.balanced
 
 
+async def test_stateful_map_keeps_its_ttl_clock_across_a_stop(tmp_path: Path) -> None:
+    # u1 is updated last at t=1 and u2 at t=14 in the first run; the second run starts at
+    # t=15: u1's state is older than ttl=10 and starts afresh, u2's goes on
+    first = [{"id": 0, "user": "u1", "ts": 0.0}, {"id": 1, "user": "u1", "ts": 1.0},
+             {"id": 2, "user": "u2", "ts": 14.0}]
+    second = [{"id": 3, "user": "u1", "ts": 15.0}, {"id": 4, "user": "u2", "ts": 16.0}]
+    path = write_lines(tmp_path / "in.jsonl", first)
+
+    def build(src: ti.Source, sink: ti.Sink) -> ti.Pipeline:
+        return ti.Pipeline(
+            src,
+            ti.stateful_map(lambda n, p: (n + 1, {**p, "n": n + 1}), 0,
+                            key=lambda p: p["user"], ttl=10.0, name="nth"),
+            sink=sink, state=ti.state.SQLite(tmp_path / "state.db"), checkpoint_interval=0.05,
+        )
+
+    src = ti.sources.JsonLines(path, time_field="ts", follow=True, poll_interval=0.01)
+    await run_until_read_then_stop(build(src, ti.sinks.Memory()), "nth", 3)
+    write_lines(path, second, mode="a")
+    sink = ti.sinks.Memory()
+    report = await build(ti.sources.JsonLines(path, time_field="ts"), sink).run()
+    assert [(e.payload["user"], e.payload["n"]) for e in sink.events] == [("u1", 1), ("u2", 2)]
+    assert report.balanced
+
+
 async def test_a_changed_graph_does_not_silently_reuse_state(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "in.jsonl", stream(50, seed=1))
     src = ti.sources.JsonLines(path, time_field="ts", follow=True, poll_interval=0.01)
@@ -406,6 +431,42 @@ async def test_a_graph_takes_state_too_and_its_late_port_works(tmp_path: Path) -
     got = ti.state.SQLite(tmp_path / "state.db").load()
     assert got is not None and got.offsets["in"]["offset"] == path.stat().st_size
     assert decode(*got.stages["w"])["windows"] == []  # the input ended: every window emitted
+
+
+async def test_join_latest_keeps_its_table_and_waiting_events_across_a_stop(
+    tmp_path: Path,
+) -> None:
+    customers = write_lines(tmp_path / "customers.jsonl", [{"id": "c1", "name": "Ann", "ts": 1}])
+    orders = write_lines(tmp_path / "orders.jsonl", [{"id": "o1", "customer": "c1", "ts": 2},
+                                                     {"id": "o2", "customer": "c2", "ts": 3}])
+
+    def build(follow: bool, sink: ti.Sink) -> ti.Graph:
+        graph = ti.Graph(state=ti.state.SQLite(tmp_path / "state.db"), checkpoint_interval=0.05)
+        for name, path in (("customers", customers), ("orders", orders)):
+            graph.add_source(ti.sources.JsonLines(path, time_field="ts", follow=follow,
+                                                  poll_interval=0.01), name=name)
+        graph.add_stage(ti.join_latest(table="customers", key=lambda p: p["customer"],
+                                       table_key=lambda p: p["id"], missing="wait"),
+                        inputs=["orders", "customers"], name="enrich")
+        graph.add_sink(sink, inputs="enrich")
+        return graph
+
+    first = ti.sinks.Memory()
+    graph = build(True, first)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(graph.run)
+        await wait_for(lambda: (r := graph.report()) is not None
+                       and r.nodes["enrich"].events_in >= 3)
+        await graph.stop()
+    assert [(e.payload["id"], e.payload["name"]) for e in first.events] == [("o1", "Ann")]
+    # o2 waits for c2 in the state store; c1's row is there too
+    write_lines(customers, [{"id": "c2", "name": "Bob", "ts": 4}], mode="a")
+    write_lines(orders, [{"id": "o3", "customer": "c1", "ts": 5}], mode="a")
+    second = ti.sinks.Memory()
+    report = await build(False, second).run()
+    assert sorted((e.payload["id"], e.payload["name"]) for e in second.events) == [
+        ("o2", "Bob"), ("o3", "Ann")]
+    assert report.received == 2 and report.balanced and report.in_flight == 0
 
 
 def test_the_guide_example_runs_as_written(tmp_path: Path) -> None:

@@ -22,8 +22,10 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from .._acks import AckToken
 from .._batch import Batch
 from .._errors import ConfigError, IngestError
+from .._event import Event
 from .._validators import check, positive, positive_int
 from ._context import StageContext
 from ._stateful import StatefulStage
@@ -87,6 +89,7 @@ class JoinLatest(StatefulStage):
         self._waiting_order: deque[list[Any]] = deque()
         self._waiting_count = 0
         self._top = -math.inf
+        self._restore: Any = None
 
     @property
     def live_rows(self) -> int:
@@ -114,13 +117,14 @@ class JoinLatest(StatefulStage):
 
     async def work(self, ctx: StageContext) -> None:
         """Absorb table rows (filtered), enrich stream events, hold or dead-letter the unmatched."""
-        self.rows, self.waiting, self._waiting_order = OrderedDict(), {}, deque()
-        self._waiting_count, self._top = 0, -math.inf  # each run starts afresh
+        self._begin()  # each run starts afresh, or from restored state
         stats = ctx.stats
         while (batch := await ctx.receive()) is not None:
             started = ctx.clock()
             n_out = await self._handle(ctx, batch)
             stats.record_batch(len(batch), n_out, ctx.clock() - started)
+        if ctx.durable and ctx.stop_requested():
+            return  # a graceful stop: the waiting events go into the last checkpoint
         await self._give_up_oldest(ctx, self._waiting_count, "by the end of the input")
 
     async def _handle(self, ctx: StageContext, batch: Batch) -> int:
@@ -208,6 +212,8 @@ class JoinLatest(StatefulStage):
         events, payloads, tokens = [], [], []
         for entry, row in released:
             _t, _k, event, payload, token, _alive = entry
+            if token is None:  # restored from a checkpoint, which finished its read
+                token = entry[4] = ctx.from_state(1)
             try:
                 merged = self.merge(payload, row)
             except Exception as exc:  # noqa: BLE001 -- the user's function fails this event alone
@@ -253,6 +259,8 @@ class JoinLatest(StatefulStage):
                 return
             self._waiting_order.popleft()
             _t, k, event, payload, token, _alive = entry
+            if token is None:  # restored from a checkpoint, which finished its read
+                token = ctx.from_state(1)
             entry[5] = False
             held = self.waiting[k]
             held.remove(entry)
@@ -263,6 +271,58 @@ class JoinLatest(StatefulStage):
             await ctx.dead_letter(
                 ctx.stats, Batch([event], [payload], [token]), [0], [(error, 1)], passed=0
             )
+
+    # -- checkpointing ------------------------------------------------------------
+    checkpoints = True
+
+    def _begin(self) -> None:
+        self.rows, self.waiting, self._waiting_order = OrderedDict(), {}, deque()
+        self._waiting_count, self._top = 0, -math.inf
+        state, self._restore = self._restore, None
+        if state is None:
+            return
+        for k, row, t in state["rows"]:
+            self.rows[k] = (row, t)
+        for t, k, ident, event_key, event_time, headers, payload in state["waiting"]:
+            entry = [t, k, Event(ident, payload, event_key, event_time, headers), payload,
+                     None, True]
+            self.waiting.setdefault(k, []).append(entry)
+            self._waiting_order.append(entry)
+            self._waiting_count += 1
+        self._top = -math.inf if state["top"] is None else state["top"]
+
+    def state_signature(self) -> dict[str, Any]:
+        """The kind and what decides which rows are kept and how unmatched events go."""
+        return {"kind": self.kind, "ttl": self.ttl, "max_rows": self.max_rows,
+                "missing": self.missing}
+
+    def snapshot_state(self) -> Any:
+        """The rows ``[key, row, updated]`` (least recent first), the waiting events, the clock."""
+        if self._restore is not None:
+            return self._restore
+        waiting = [
+            [e[0], e[1], e[2].id, e[2].key, e[2].event_time, dict(e[2].headers), e[3]]
+            for e in self._waiting_order
+            if e[5]
+        ]
+        return {
+            "rows": [[k, row, t] for k, (row, t) in self.rows.items()],
+            "waiting": waiting,
+            "top": None if self._top == -math.inf else self._top,
+        }
+
+    def restore_state(self, state: Any) -> None:
+        """Start the next run with this table and these waiting events."""
+        self._restore = state
+
+    def release_tokens(self) -> list[AckToken]:
+        """The tokens of the waiting events (their reads may commit: the state holds them)."""
+        tokens: list[AckToken] = []
+        for entry in self._waiting_order:
+            if entry[5] and entry[4] is not None:
+                tokens.append(entry[4])
+                entry[4] = None
+        return tokens
 
     async def _fail_all(self, ctx: StageContext, batch: Batch, exc: Exception) -> None:
         ctx.stats.errors += len(batch)
