@@ -352,7 +352,7 @@ def test_validate_reports_every_error_with_its_path(project: Path) -> None:
     assert lines == [
         "pipelin: unknown section (did you mean 'pipeline'?)",
         "source.type: unknown type 'jsn' (did you mean 'jsonl'?); one of jsonl, csv, redis, "
-        "kafka",
+        "kafka, http",
         "stages[0].function: cannot import 'no_such_module_here:f': no module named "
         "'no_such_module_here'",
         "stages[1].function: required",

@@ -32,6 +32,7 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -195,6 +196,11 @@ SOURCES: dict[str, dict[str, _Opt]] = {
               "id_header": (_STR, False), "commit_interval": (_NUM, False),
               "revoke_timeout": (_NUM, False), "config": ((dict,), False),
               "name": (_STR, False)},
+    # ``route`` is the URL path events are POSTed to (``path`` options name files here)
+    "http": {"host": (_STR, False), "port": (_INT, False), "route": (_STR, False),
+             "ack": (_STR, False), "id_field": (_STR, False), "max_body": (_INT, False),
+             "max_events": (_INT, False), "queue_timeout": (_NUM, False),
+             "retry_after": (_NUM, False), "name": (_STR, False)},
 }
 _FN = {"function": (_STR, True), "name": (_STR, False)}
 _WORKERS = {"workers": (_INT, False), "ordered": (_BOOL, False)}
@@ -203,6 +209,9 @@ STAGES: dict[str, dict[str, _Opt]] = {
     "flat_map": {**_FN, **_WORKERS}, "map_batch": {**_FN, **_WORKERS},
     "map_event": {**_FN, **_WORKERS}, "key_by": dict(_FN),
     "batch": {"max_size": (_INT, True), "max_wait": (_NUM, True), "name": (_STR, False)},
+    # schema: a JSON Schema file (``*.json``, beside the pipeline file) or ``module:Type``
+    # (a msgspec Struct or a pydantic model)
+    "validate": {"schema": (_STR, True), "convert": (_BOOL, False), "name": (_STR, False)},
 }
 # event-time windows: key and reduce name functions; agg a ready aggregation
 # ("count", "collect", or "sum" / "min" / "max" / "mean" / "collect" with ":field")
@@ -256,6 +265,8 @@ class Spec:
     sink: dict[str, Any]
     dead_letter: dict[str, Any] | None
     functions: dict[str, Callable[..., Any]]
+    #: ``validate`` stages' schemas by the text the file gives (a file name or a reference).
+    schemas: dict[str, Any] = attrs.field(factory=dict)
 
     @property
     def destination(self) -> str:
@@ -360,6 +371,7 @@ def check(path: Path, *, need_source: bool = True) -> tuple[Spec | None, list[st
         errors.append("stages: must be an array of tables ([[stages]])")
         raw_stages = []
     functions: dict[str, Callable[..., Any]] = {}
+    schemas: dict[str, Any] = {}
     for i, raw in enumerate(raw_stages):
         where = f"stages[{i}]"
         stage = _check_section(where, raw, STAGES, errors, base)
@@ -373,6 +385,11 @@ def check(path: Path, *, need_source: bool = True) -> tuple[Spec | None, list[st
                     functions[ref] = import_callable(ref)
                 except ConfigError as exc:
                     errors.append(f"{where}.{option}: {exc}")
+        if stage["type"] == "validate" and isinstance(stage.get("schema"), str):
+            try:
+                schemas[stage["schema"]] = _schema(stage["schema"], base)
+            except ConfigError as exc:
+                errors.append(f"{where}.schema: {exc}")
         if "agg" in stage:
             problem = _check_agg(stage["agg"])
             if problem:
@@ -404,8 +421,29 @@ def check(path: Path, *, need_source: bool = True) -> tuple[Spec | None, list[st
         return None, errors
     assert sink is not None
     spec = Spec(file=path, pipeline=pipeline, source=source or {}, stages=stages, sink=sink,
-                dead_letter=dead, functions=functions)
+                dead_letter=dead, functions=functions, schemas=schemas)
     return spec, []
+
+
+def _schema(ref: str, base: Path) -> Any:
+    """A ``validate`` stage's schema: a JSON Schema file's content, or the type ``ref`` names.
+
+    Raises:
+        ConfigError: The file cannot be read or is not a JSON object; the reference
+            does not import.
+    """
+    if ref.endswith(".json"):
+        file = base / ref
+        try:
+            schema = json.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"no such JSON Schema file: {os.fspath(file)!r}") from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(f"cannot read JSON Schema {os.fspath(file)!r}: {exc}") from None
+        if not isinstance(schema, dict):
+            raise ConfigError(f"JSON Schema {os.fspath(file)!r} must be a JSON object")
+        return schema
+    return import_callable(ref)  # a msgspec Struct or pydantic model class is callable
 
 
 def _budget(value: object) -> DeadLetterBudget | None:
@@ -472,6 +510,10 @@ def make_source(kind: str, options: Mapping[str, Any], destination: str) -> Any:
     if kind == "kafka":
         config = opts.pop("config", {})
         return sources.Kafka(opts.pop("topics"), **opts, **config)
+    if kind == "http":
+        if "route" in opts:
+            opts["path"] = opts.pop("route")
+        return sources.HTTP(**opts)
     raise ConfigError(f"unknown source type {kind!r}")
 
 
@@ -482,7 +524,7 @@ def make_stages(spec: Spec, start_at: str | None = None) -> list[Any]:
     """
     from .. import stages as ops
 
-    made = []
+    made: list[Any] = []
     started = start_at is None
     for stage, name in zip(spec.stages, spec.stage_names(), strict=True):
         if not started:
@@ -497,6 +539,9 @@ def make_stages(spec: Spec, start_at: str | None = None) -> list[Any]:
             continue
         if kind in ("tumbling", "sliding", "session"):
             made.append(_window(spec, kind, opts))
+            continue
+        if kind == "validate":
+            made.append(ops.validate(spec.schemas[opts.pop("schema")], **opts))
             continue
         fn = spec.functions[stage["function"]]
         made.append(getattr(ops, kind)(fn, **opts))
