@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -514,3 +515,95 @@ def test_partition_segment_rejects_what_has_no_folder() -> None:
         _rolling.partition_segment(ti.Event(id="a", payload={"c": [1]}), "c")
     with pytest.raises(ValueError, match="not a mapping"):
         _rolling.partition_segment(ti.Event(id="a", payload=3), "c")
+
+
+# -- flushes overlap writing (flush_overlaps) ----------------------------------------------
+
+
+class GatedParquet(ti.sinks.Parquet):
+    """Parquet whose conversions or file writes wait, in their thread, for a gate."""
+
+    def __init__(self, path: Path, *, gate: str) -> None:
+        super().__init__(path)
+        self.gate_on = gate
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+
+    def _wait(self, kind: str) -> None:
+        if self.gate_on == kind:
+            self.waiting.set()
+            assert self.gate.wait(30), "the test never opened the gate"
+
+    def _convert(self, cols: Any) -> Any:
+        self._wait("convert")
+        return super()._convert(cols)
+
+    def _flush(self, pending: Any) -> None:
+        self._wait("flush")
+        super()._flush(pending)
+
+
+async def until(flag: threading.Event) -> None:
+    while not flag.is_set():  # noqa: ASYNC110 -- a flag set by a worker thread
+        await anyio.sleep(0.001)
+
+
+async def test_a_flush_taking_the_buffer_while_a_batch_converts_leaves_it_for_the_next(
+    tmp_path: Path,
+) -> None:
+    first, second = make_events(10), make_events(10, start=10)
+    sink = GatedParquet(tmp_path, gate="none")
+    await sink.open()
+    await sink.write_batch(first)
+    sink.gate_on = "convert"
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sink.write_batch, second)
+        await until(sink.waiting)  # the second batch is converting in its thread
+        await sink.flush()  # takes the first batch only
+        assert sink.rows_written == 10
+        sink.gate.set()
+    assert sink._pending_ids == {e.id for e in second}  # buffered for the next flush
+    await sink.flush()
+    await sink.write_batch(first)  # a redelivery: in the newest files, skipped
+    await sink.flush()
+    await sink.aclose()
+    ids = pq.read_table(tmp_path).column("event_id").to_pylist()
+    assert sorted(ids) == sorted(e.id for e in first + second)
+    assert sink.duplicates_skipped == 10
+
+
+async def test_ids_being_flushed_are_not_buffered_again(tmp_path: Path) -> None:
+    events = make_events(10)
+    sink = GatedParquet(tmp_path, gate="flush")
+    await sink.open()
+    await sink.write_batch(events)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sink.flush)
+        await until(sink.waiting)  # the file is being written
+        await sink.write_batch(events[5:])  # redelivered meanwhile: skipped
+        assert sink.duplicates_skipped == 5 and not sink._pending_ids
+        sink.gate.set()
+    await sink.flush()
+    await sink.aclose()
+    assert pq.read_table(tmp_path).num_rows == 10
+
+
+async def test_a_failed_overlapped_flush_puts_the_rows_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = make_events(10)
+    sink = ti.sinks.Parquet(tmp_path)
+    await sink.open()
+    await sink.write_batch(events)
+
+    def failing_replace(src: Any, dst: Any) -> None:
+        raise OSError(28, "No space left on device (injected)")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(_rolling.os, "replace", failing_replace)
+        with pytest.raises(ti.SinkError, match="injected"):
+            await sink.flush()
+    assert sink._pending_ids == {e.id for e in events}  # back in the buffer
+    await sink.flush()
+    await sink.aclose()
+    assert pq.read_table(tmp_path).num_rows == 10

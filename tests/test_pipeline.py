@@ -553,6 +553,84 @@ async def test_buffered_sink_acks_only_after_flush_and_flushes_on_age() -> None:
         await handle.stop()
 
 
+class OverlapSink(ti.Sink):
+    """A buffered sink whose flush takes the buffer at once: writing goes on meanwhile.
+
+    Its first flush waits for ``release``; the others finish at once.
+    """
+
+    buffered = True
+    flush_overlaps = True
+    flush_every = 10
+    flush_interval = 3600.0
+
+    def __init__(self, fail_flush: bool = False) -> None:
+        super().__init__()
+        self.pending: list[ti.Event] = []
+        self.durable: list[str] = []
+        self.release = anyio.Event()
+        self.flush_started = anyio.Event()
+        self.flushing = 0
+        self.most_flushing = 0
+        self.written_during_flush = 0
+        self.fail_flush = fail_flush
+
+    async def write_batch(self, evs):  # type: ignore[no-untyped-def]
+        if self.flushing:
+            self.written_during_flush += len(evs)
+        self.pending.extend(evs)
+
+    async def flush(self) -> None:
+        taken, self.pending = self.pending, []
+        self.flushing += 1
+        self.most_flushing = max(self.most_flushing, self.flushing)
+        self.flush_started.set()
+        try:
+            await self.release.wait()
+            if self.fail_flush:
+                raise ti.SinkError("the disk went away (injected)")
+            self.durable += [e.id for e in taken]
+        finally:
+            self.flushing -= 1
+
+
+async def test_an_overlapping_flush_lets_writes_go_on_and_acks_only_when_durable() -> None:
+    sink = OverlapSink()
+    pipeline = ti.Pipeline(ti.sources.from_iterable(events(100)), sink=sink, max_batch=5)
+    reports: list[ti.RunReport] = []
+
+    async def run() -> None:
+        reports.append(await pipeline.run())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        await sink.flush_started.wait()
+        # writing goes on while the first flush is held (up to one more buffer)
+        while sink.written_during_flush == 0:  # noqa: ASYNC110 -- a condition, not a time
+            await anyio.sleep(0.001)
+        live = pipeline.report()
+        assert live is not None and live.delivered == 0  # nothing is durable yet
+        assert live.committed["source"] is None
+        sink.release.set()
+    (report,) = reports
+    assert sorted(sink.durable) == sorted(e.id for e in events(100))  # each row once
+    assert report.delivered == 100 and report.committed["source"] == 100
+    assert sink.most_flushing == 1  # one flush at a time
+    assert_accounted(report)
+
+
+async def test_a_failed_overlapping_flush_fails_the_run_and_acks_nothing_unflushed() -> None:
+    sink = OverlapSink(fail_flush=True)
+    pipeline = ti.Pipeline(ti.sources.from_iterable(events(100)), sink=sink, max_batch=5)
+    sink.release.set()
+    with pytest.raises(ti.SinkError, match="injected"):
+        await pipeline.run()
+    assert sink.durable == []
+    live = pipeline.report()
+    assert live is not None and live.delivered == 0
+    assert live.committed["source"] is None
+
+
 async def test_a_running_graph_stops_gracefully_from_another_task() -> None:
     sink = ti.testing.FlakySink(latency=(0.001, 0.002), seed=2)
     pipeline = ti.Pipeline(ti.sources.synthetic(None), sink=sink)

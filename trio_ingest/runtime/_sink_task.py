@@ -123,6 +123,7 @@ class SinkRunner:
         self._unflushed: list[AckToken] = []
         self._unflushed_count = 0
         self._unflushed_since = math.inf
+        self._flushing: anyio.Event | None = None  # set when the flush in progress ends
         if sink.buffered and sink.workers != 1:
             raise IngestError(f"buffered sink {self.name!r} must have workers=1")
 
@@ -162,16 +163,20 @@ class SinkRunner:
             if sink.max_wait > 0 or sink.buffered:
                 clock = self.rt.loop.clock
                 accumulator = _Accumulator(inbox, self.max_batch, sink.max_wait, clock)
-                while not accumulator.ended:
-                    # a buffered sink flushes on age even when no new events come
-                    flush_at = self._unflushed_since + sink.flush_interval
-                    batch = None
-                    with anyio.CancelScope(deadline=flush_at if sink.buffered else math.inf):
-                        batch = await accumulator.next()
-                    if batch is not None:
-                        await self._write(worker, batch)
-                    if sink.buffered and self._flush_due():
-                        await self._flush()
+                async with anyio.create_task_group() as flushes:
+                    while not accumulator.ended:
+                        # a buffered sink flushes on age even when no new events come
+                        flush_at = self._unflushed_since + sink.flush_interval
+                        batch = None
+                        with anyio.CancelScope(deadline=flush_at if sink.buffered else math.inf):
+                            batch = await accumulator.next()
+                        if batch is not None:
+                            await self._write(worker, batch)
+                        if sink.buffered and self._flush_due():
+                            if sink.flush_overlaps:
+                                await self._start_flush(flushes)
+                            else:
+                                await self._flush()
                 return
             while True:
                 try:
@@ -191,11 +196,32 @@ class SinkRunner:
     async def _flush(self) -> None:
         if not self.sink.buffered:
             return
+        if self._flushing is not None:
+            await self._flushing.wait()
         await self.sink.flush()
         tokens, self._unflushed = self._unflushed, []
         self._unflushed_count = 0
         self._unflushed_since = math.inf
         self._finished(tokens)
+
+    async def _start_flush(self, flushes: anyio.abc.TaskGroup) -> None:
+        """Flush what is buffered in a task of its own; writing goes on meanwhile."""
+        if self._flushing is not None:
+            await self._flushing.wait()  # one flush at a time
+        tokens, self._unflushed = self._unflushed, []
+        self._unflushed_count = 0
+        self._unflushed_since = math.inf
+        done = self._flushing = anyio.Event()
+
+        async def flush() -> None:
+            try:
+                await self.sink.flush()  # takes the buffer before its first await
+            finally:
+                self._flushing = None
+                done.set()
+            self._finished(tokens)  # only once durable; a failure fails the run unacked
+
+        flushes.start_soon(flush)
 
     def _finished(self, tokens: list[AckToken]) -> None:
         # counted when acked (for buffered sinks: at flush), so the live report balances

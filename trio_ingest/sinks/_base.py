@@ -132,6 +132,12 @@ class Sink:
     buffered: bool = False
     flush_every: int = 10_000
     flush_interval: float = 1.0
+    #: A buffered sink whose ``flush()`` takes what is buffered when it is called
+    #: (before its first ``await``) and lets ``write_batch`` go on meanwhile: the
+    #: runtime then fills the next buffer while one flushes (at most one flush at
+    #: a time), so writing a file overlaps converting the next. It holds up to
+    #: twice ``flush_every`` events.
+    flush_overlaps: bool = False
 
     def __init__(
         self,
@@ -188,7 +194,7 @@ class Sink:
         """Most events one worker of this sink holds (a batch it gathers, unflushed writes)."""
         held = self.max_batch or default_batch
         if self.buffered:
-            held += self.flush_every
+            held += self.flush_every * (2 if self.flush_overlaps else 1)
         return held
 
     def write_events_needed(self) -> bool:

@@ -225,6 +225,7 @@ class Parquet(Sink):
 
     name = "parquet"
     buffered = True
+    flush_overlaps = True  # the next file converts while one is written
 
     def __init__(
         self,
@@ -287,8 +288,10 @@ class Parquet(Sink):
         self._layout: _Layout | None = None
         self._pending: dict[str, list[pa.Table]] = defaultdict(list)
         self._pending_ids: set[str] = set()
+        self._flushing_ids: set[str] = set()  # ids of the flush in progress
         self._recent = _rolling.RecentIds(dedupe_window)
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._limiter: anyio.CapacityLimiter | None = None  # converting
+        self._flush_limiter: anyio.CapacityLimiter | None = None  # writing files
         #: Files committed, rows in them, and redelivered ids skipped, this run.
         self.files_written: list[Path] = []
         self.rows_written = 0
@@ -313,11 +316,13 @@ class Parquet(Sink):
         """
         self._pending.clear()
         self._pending_ids.clear()
+        self._flushing_ids = set()
         self._recent = _rolling.RecentIds(self.dedupe_window)
         self.files_written = []
         self.rows_written = 0
         self.duplicates_skipped = 0
         self._limiter = anyio.CapacityLimiter(1)
+        self._flush_limiter = anyio.CapacityLimiter(1)
         try:
             await anyio.to_thread.run_sync(self._open)
         except OSError as exc:
@@ -376,11 +381,15 @@ class Parquet(Sink):
         """
         if self._limiter is None:
             raise SinkError(f"{self.name!r} is not open")
-        pending, recent = self._pending_ids, self._recent
+        pending, recent, flushing = self._pending_ids, self._recent, self._flushing_ids
         cols = columns(events)
         ids = cols.ids
         added: Collection[str] | None = None
-        if pending.isdisjoint(ids) and recent.isdisjoint(ids):
+        if (
+            pending.isdisjoint(ids)
+            and recent.isdisjoint(ids)
+            and (not flushing or flushing.isdisjoint(ids))
+        ):
             before = len(pending)
             pending.update(ids)
             if len(pending) - before == len(ids):
@@ -391,7 +400,7 @@ class Parquet(Sink):
             keep = []
             seen: set[str] = set()
             for i, ident in enumerate(ids):
-                if ident in pending or ident in recent or ident in seen:
+                if ident in pending or ident in recent or ident in seen or ident in flushing:
                     continue
                 seen.add(ident)
                 keep.append(i)
@@ -406,6 +415,9 @@ class Parquet(Sink):
         except BaseException:
             pending.difference_update(added)  # nothing of a failed batch is buffered
             raise
+        if self._pending_ids is not pending:  # a flush took the buffer meanwhile: these
+            pending.difference_update(added)  # rows were not in it, they go in the next
+            self._pending_ids.update(added)
         for segment, table in parts.items():
             self._pending[segment].append(table)
 
@@ -632,20 +644,34 @@ class Parquet(Sink):
     async def flush(self) -> None:
         """Write one file per partition with the buffered rows, atomically.
 
+        Takes the buffer at once: rows written while the files are being
+        written go to the next flush (``flush_overlaps``).
+
         Raises:
-            SinkError: A file could not be written (the rows stay buffered, and
-                unacknowledged; files already committed stay).
+            SinkError: A file could not be written (its rows go back to the
+                buffer, unacknowledged; files already committed stay).
         """
         if not self._pending:
             return
+        pending, self._pending = self._pending, defaultdict(list)
+        ids, self._pending_ids = self._pending_ids, set()
+        self._flushing_ids = ids
         try:
-            await anyio.to_thread.run_sync(self._flush, limiter=self._limiter)
+            await anyio.to_thread.run_sync(self._flush, pending, limiter=self._flush_limiter)
         except (OSError, pa.ArrowException) as exc:
+            for segment, tables in pending.items():  # what was not committed, first again
+                self._pending[segment][:0] = tables
+            self._pending_ids |= ids
             raise SinkError(f"{self.name!r}: writing a Parquet file failed: {exc}") from exc
+        finally:
+            self._flushing_ids = set()
+        # every flushed id is in a file now: remember them as one group
+        self._recent.add(ids)
 
-    def _flush(self) -> None:
-        for segment in list(self._pending):
-            tables = self._pending[segment]
+    def _flush(self, pending: dict[str, list[pa.Table]]) -> None:
+        """Commit one file per segment of ``pending``, deleting each segment once committed."""
+        for segment in list(pending):
+            tables = pending[segment]
             table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
             ids = table.column("event_id")
             ordered = pc.take(ids, pc.sort_indices(ids)).combine_chunks()
@@ -665,13 +691,10 @@ class Parquet(Sink):
                 pq.write_table(table, temp, compression=self.compression)
 
             _rolling.commit_file(final, write, fsync=self.fsync)
-            del self._pending[segment]
+            del pending[segment]
             self.files_written.append(final)
             self.rows_written += len(table)
             log.debug("%s: committed %s (%d rows)", self.name, final, len(table))
-        # every buffered id is in a file now: remember them as one group
-        flushed, self._pending_ids = self._pending_ids, set()
-        self._recent.add(flushed)
 
 
 class _Layout:
