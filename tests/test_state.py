@@ -320,6 +320,30 @@ async def test_stateful_map_keeps_its_ttl_clock_across_a_stop(tmp_path: Path) ->
     assert report.balanced
 
 
+async def test_a_second_run_on_a_store_in_use_is_refused_before_anything_moves(
+    tmp_path: Path,
+) -> None:
+    rows = stream(100, seed=2)
+    path = write_lines(tmp_path / "in.jsonl", rows)
+    src = ti.sources.JsonLines(path, time_field="ts", follow=True, poll_interval=0.01)
+    first = spend_pipeline(src, tmp_path)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first.run)
+        await wait_for(lambda: (r := first.report()) is not None
+                       and r.nodes["spend"].events_in >= 100)
+        other = ti.sinks.Memory()
+        second = spend_pipeline(ti.sources.JsonLines(path, time_field="ts"), tmp_path,
+                                sink=other)
+        with pytest.raises(StateError, match=r"in use by another run \(pid \d+\)"):
+            await second.run()
+        assert other.events == []  # nothing moved
+        await first.stop()
+    # the first run let go of it: the store can be used (and read) again
+    assert ti.state.SQLite(tmp_path / "state.db").load() is not None
+    report = await spend_pipeline(ti.sources.JsonLines(path, time_field="ts"), tmp_path).run()
+    assert report.balanced
+
+
 async def test_a_changed_graph_does_not_silently_reuse_state(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "in.jsonl", stream(50, seed=1))
     src = ti.sources.JsonLines(path, time_field="ts", follow=True, poll_interval=0.01)

@@ -87,12 +87,14 @@ class Checkpointer:
         """Load the stored checkpoint and hand each stage its state (before any task starts).
 
         Raises:
-            StateError: The store cannot be read, or holds state this graph does not match.
+            StateError: The store cannot be read, holds state this graph does not match,
+                or another run holds it.
         """
         self._lock = anyio.Lock()
         self._limiter = anyio.CapacityLimiter(1)
         # made here, entered by run_periodic: a final() that comes first cancels it beforehand
         self._loop_scope = anyio.CancelScope()
+        await anyio.to_thread.run_sync(self.store.claim, limiter=self._limiter)
         stored = await anyio.to_thread.run_sync(self.store.load, limiter=self._limiter)
         if stored is None:
             return

@@ -25,10 +25,15 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 import attrs
 import orjson
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover -- Windows: no claim, one run per store is on you
+    fcntl = None  # type: ignore[assignment]
 
 from .._errors import ConfigError, IngestError
 
@@ -113,8 +118,17 @@ class StateStore:
         """
         raise NotImplementedError
 
+    def claim(self) -> None:
+        """Take the store for one run, so that no other run uses it meanwhile.
+
+        The runtime calls it before :meth:`load` and gives it up with :meth:`close`.
+
+        Raises:
+            StateError: Another run holds the store.
+        """
+
     def close(self) -> None:
-        """Release the store's connection; idempotent."""
+        """Release the store's connection (and the claim); idempotent."""
 
 
 class Memory(StateStore):
@@ -176,6 +190,7 @@ class SQLite(StateStore):
         self.synchronous = synchronous
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._claim: IO[str] | None = None
 
     def __repr__(self) -> str:
         return f"<state.SQLite {os.fspath(self.path)!r}>"
@@ -195,6 +210,38 @@ class SQLite(StateStore):
                 ) from exc
             self._db = db
         return self._db
+
+    def claim(self) -> None:
+        """Hold an exclusive lock on ``<path>.lock`` until :meth:`close` (one run per store).
+
+        The lock goes with the process that holds it, ``kill -9`` included: a rerun
+        after a crash finds it free. Reading the store (:meth:`load`) needs no claim.
+
+        Raises:
+            StateError: Another run (named by its pid) holds the store.
+        """
+        if fcntl is None or self._claim is not None:  # pragma: no cover -- Windows
+            return
+        lock = Path(f"{os.fspath(self.path)}.lock")
+        try:
+            f = open(lock, "a+", encoding="ascii")  # kept open while claimed: the lock
+        except OSError as exc:
+            raise StateError(f"cannot open the lock file {os.fspath(lock)!r}: {exc}") from exc
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise StateError(
+                f"state store {os.fspath(self.path)!r} is in use by another run (pid {holder}): "
+                "one run per store"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._claim = f
 
     def load(self) -> Checkpoint | None:
         """The last checkpoint in the file, or None when none was written yet.
@@ -267,3 +314,6 @@ class SQLite(StateStore):
             db, self._db = self._db, None
             if db is not None:
                 db.close()
+            claim, self._claim = self._claim, None
+            if claim is not None:
+                claim.close()  # closing the file releases the lock
