@@ -89,7 +89,6 @@ class JoinLatest(StatefulStage):
         self._waiting_order: deque[list[Any]] = deque()
         self._waiting_count = 0
         self._top = -math.inf
-        self._restore: Any = None
 
     @property
     def live_rows(self) -> int:
@@ -278,7 +277,7 @@ class JoinLatest(StatefulStage):
     def _begin(self) -> None:
         self.rows, self.waiting, self._waiting_order = OrderedDict(), {}, deque()
         self._waiting_count, self._top = 0, -math.inf
-        state, self._restore = self._restore, None
+        state = self._take_restored()
         if state is None:
             return
         for k, row, t in state["rows"]:
@@ -296,10 +295,8 @@ class JoinLatest(StatefulStage):
         return {"kind": self.kind, "ttl": self.ttl, "max_rows": self.max_rows,
                 "missing": self.missing}
 
-    def snapshot_state(self) -> Any:
+    def _snapshot(self) -> Any:
         """The rows ``[key, row, updated]`` (least recent first), the waiting events, the clock."""
-        if self._restore is not None:
-            return self._restore
         waiting = [
             [e[0], e[1], e[2].id, e[2].key, e[2].event_time, dict(e[2].headers), e[3]]
             for e in self._waiting_order
@@ -310,10 +307,6 @@ class JoinLatest(StatefulStage):
             "waiting": waiting,
             "top": None if self._top == -math.inf else self._top,
         }
-
-    def restore_state(self, state: Any) -> None:
-        """Start the next run with this table and these waiting events."""
-        self._restore = state
 
     def release_tokens(self) -> list[AckToken]:
         """The tokens of the waiting events (their reads may commit: the state holds them)."""

@@ -42,7 +42,6 @@ class Dedupe(StatefulStage):
         self._expiry: list[tuple[float, int, Hashable]] = []
         self._seq = itertools.count()
         self._top = -math.inf
-        self._restore: Any = None
 
     @property
     def live_keys(self) -> int:
@@ -98,7 +97,7 @@ class Dedupe(StatefulStage):
 
     def _begin(self) -> None:
         self._seen, self._expiry, self._top = {}, [], -math.inf
-        state, self._restore = self._restore, None
+        state = self._take_restored()
         if state is None:
             return
         for k, t in state["seen"]:
@@ -110,16 +109,10 @@ class Dedupe(StatefulStage):
         """The kind and the ``ttl`` the remembered keys were kept for."""
         return {"kind": self.kind, "ttl": self.ttl}
 
-    def snapshot_state(self) -> Any:
+    def _snapshot(self) -> Any:
         """The remembered keys ``[key, event time]`` and the largest event time seen."""
-        if self._restore is not None:
-            return self._restore
         top = None if self._top == -math.inf else self._top
         return {"seen": [[k, t] for k, t in self._seen.items()], "top": top}
-
-    def restore_state(self, state: Any) -> None:
-        """Start the next run remembering these keys."""
-        self._restore = state
 
 
 class StatefulMap(StatefulStage):
@@ -145,7 +138,6 @@ class StatefulMap(StatefulStage):
         self.ttl = None if ttl is None else float(check(positive, "ttl", ttl))
         super().__init__(name)
         self.state: dict[Hashable, Any] = {}
-        self._restore: Any = None
         self._updated: dict[Hashable, float] = {}  # key -> event time of its last update (ttl)
         self._expiry: list[tuple[float, int, Hashable]] = []
         self._seq = itertools.count()
@@ -213,7 +205,7 @@ class StatefulMap(StatefulStage):
     def _begin(self) -> None:
         self.state, self._updated, self._expiry = {}, {}, []
         self._top = -math.inf
-        state, self._restore = self._restore, None
+        state = self._take_restored()
         if state is None:
             return
         for k, v, t in state["keys"]:
@@ -227,17 +219,11 @@ class StatefulMap(StatefulStage):
         """The kind and the ``ttl`` the keys' states were kept for."""
         return {"kind": self.kind, "ttl": self.ttl}
 
-    def snapshot_state(self) -> Any:
+    def _snapshot(self) -> Any:
         """Each live key ``[key, state, event time of its last update]``, the largest time seen."""
-        if self._restore is not None:
-            return self._restore
         updated = self._updated
         top = None if self._top == -math.inf else self._top
         return {"keys": [[k, v, updated.get(k)] for k, v in self.state.items()], "top": top}
-
-    def restore_state(self, state: Any) -> None:
-        """Start the next run with these keys' states."""
-        self._restore = state
 
 
 def dedupe(

@@ -30,6 +30,7 @@ class StatefulStage:
     def __init__(self, name: str | None) -> None:
         self.name = name or self.kind
         self.name_given = name is not None
+        self._restore: Any = None  # state the next run starts from (restore_state)
 
     def __repr__(self) -> str:
         return f"<{self.kind} {self.name!r}>"
@@ -50,12 +51,32 @@ class StatefulStage:
         return {"kind": self.kind}
 
     def snapshot_state(self) -> Any:
-        """The state as plain values, taken at a consistent cut (nothing in flight)."""
+        """The state as plain values, taken at a consistent cut (nothing in flight).
+
+        The state restored and not yet taken up by a run, else the running state
+        (:meth:`_snapshot`, which a stage that ``checkpoints`` implements).
+        """
+        if self._restore is not None:
+            return self._restore
+        return self._snapshot()
+
+    def _snapshot(self) -> Any:
         raise NotImplementedError(f"{type(self).__name__} cannot checkpoint its state")
 
     def restore_state(self, state: Any) -> None:
-        """Start the next ``work()`` from ``state`` (as :meth:`snapshot_state` made it)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot restore state")
+        """Start the next ``work()`` from ``state`` (as :meth:`snapshot_state` made it).
+
+        Raises:
+            NotImplementedError: The stage does not checkpoint (``checkpoints`` is False).
+        """
+        if not self.checkpoints:
+            raise NotImplementedError(f"{type(self).__name__} cannot restore state")
+        self._restore = state
+
+    def _take_restored(self) -> Any:
+        """The state restored for this run (None: start afresh), handed over once."""
+        state, self._restore = self._restore, None
+        return state
 
     def release_tokens(self) -> list[AckToken]:
         """Hand over the ack tokens the state holds (one entry per unit), forgetting them.

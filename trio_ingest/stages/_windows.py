@@ -226,7 +226,6 @@ class WindowStage(StatefulStage):
         super().__init__(name)
         self.name = name or shape
         self._run: _Run | None = None  # the running (or last) run: what a checkpoint saves
-        self._restore: Any = None  # state to start the next run from (restore_state)
 
     def __repr__(self) -> str:
         return f"<window {self.name!r} {self.shape} size={self.size}>"
@@ -285,7 +284,7 @@ class WindowStage(StatefulStage):
 
     def _begin(self, ctx: StageContext) -> _Run:
         run = self._run = _Run(self, ctx)
-        state, self._restore = self._restore, None
+        state = self._take_restored()
         if state is not None:
             run.restore(state, ctx.clock())
         return run
@@ -300,16 +299,14 @@ class WindowStage(StatefulStage):
             "allowed_lateness": self.allowed_lateness,
         }
 
-    def snapshot_state(self) -> Any:
+    def _snapshot(self) -> Any:
         """Open windows ``[key, start, end, acc, count]`` and the watermark's partitions."""
-        if self._run is None:
-            return self._restore if self._restore is not None else _Run.empty_state()
-        return self._run.snapshot()
+        return _Run.empty_state() if self._run is None else self._run.snapshot()
 
     def restore_state(self, state: Any) -> None:
         """Start the next run with these open windows and this watermark."""
-        self._restore = state
-        self._run = None
+        super().restore_state(state)
+        self._run = None  # a finished run's tokens are not this state's
 
     def release_tokens(self) -> list[AckToken]:
         """The tokens of the events folded into open windows since the last checkpoint."""
@@ -1064,7 +1061,6 @@ class Reorder(StatefulStage):
         self._wm: Watermark | None = None
         self._held: list[tuple[float, int, Event, Any, AckToken | None]] = []
         self._seq: Iterator[int] = itertools.count()
-        self._restore: Any = None
 
     async def work(self, ctx: StageContext) -> None:
         """Hold events until the watermark passes them, then emit them oldest first."""
@@ -1132,7 +1128,7 @@ class Reorder(StatefulStage):
         held: list[tuple[float, int, Event, Any, AckToken | None]] = []
         self._held = held
         self._seq = seq = itertools.count()
-        state, self._restore = self._restore, None
+        state = self._take_restored()
         if state is not None:
             # restored events carry no token: the checkpoint finished their reads
             for t, ident, key, payload, headers in state["held"]:
@@ -1149,10 +1145,10 @@ class Reorder(StatefulStage):
         made = ctx.from_state(missing) if missing else None
         return [o[4] if o[4] is not None else made for o in out]  # type: ignore[misc]
 
-    def snapshot_state(self) -> Any:
+    def _snapshot(self) -> Any:
         """The held events ``[time, id, key, payload, headers]`` and the watermark."""
-        if self._restore is not None or self._wm is None:
-            return self._restore or {"held": [], "watermark": None, "partitions": []}
+        if self._wm is None:
+            return {"held": [], "watermark": None, "partitions": []}
         return {
             "held": [[e.event_time, e.id, e.key, p, dict(e.headers)]
                      for _t, _s, e, p, _tok in sorted(self._held, key=lambda h: h[:2])],
@@ -1161,8 +1157,8 @@ class Reorder(StatefulStage):
 
     def restore_state(self, state: Any) -> None:
         """Start the next run holding these events, with this watermark."""
-        self._restore = state
-        self._wm = None
+        super().restore_state(state)
+        self._wm = None  # a finished run's tokens are not this state's
 
     def release_tokens(self) -> list[AckToken]:
         """The tokens of the held events (their reads may commit: the state holds them)."""
