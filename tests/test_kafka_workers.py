@@ -161,12 +161,32 @@ def test_two_workers_one_killed_the_survivor_takes_its_partitions(
 ) -> None:
     topic = kafka_topics(4)
     n = 8000
-    ends = produce_n(kafka_bootstrap, topic, n)
+    ends: dict[int, int] = {}
+    produced = 0
+
+    def more(k: int) -> None:
+        nonlocal produced
+        batch = [{"n": i, "pad": ""} for i in range(produced, produced + k)]
+        for part, end in produce(kafka_bootstrap, topic, batch).items():
+            ends[part] = max(ends.get(part, 0), end)
+        produced += k
+
+    more(1000)
     w = workers_factory(topic, latency="0.03", max_batch="100", capacity="1000")
     w.start("a")
     w.start("b")
     pids = {w.pid("a"), w.pid("b")}
-    wait_for(lambda: {pid for _, _, pid in w.deliveries()} == pids, 60, "both members writing")
+    # keep input ahead of the members until the group has rebalanced and both write: on a
+    # loaded machine the first member could otherwise finish everything before b joins
+    deadline = time.monotonic() + 90
+    while {pid for _, _, pid in w.deliveries()} != pids:
+        assert time.monotonic() < deadline, "timed out waiting for both members writing"
+        if w.count("events") >= produced - 500:
+            more(500)
+        time.sleep(0.05)
+    if produced < n:
+        more(n - produced)
+    n = produced
     a_parts = {p for p, _, pid in w.deliveries() if pid == w.pid("a")}
     survivor = w.pid("b")
     w.kill("a")
