@@ -680,6 +680,51 @@ async def test_follow_rotation_under_load_loses_and_repeats_nothing(
     assert sorted(ids, key=int) == [str(i) for i in range(written)]
 
 
+async def test_copy_truncate_between_a_read_and_its_position_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # regression (a CI run lost 438 lines): the file was copied, truncated and refilled
+    # after a read's last check, while the digests of its new position were taken, so the
+    # position's head and tail belonged to different contents; no copy matched it later
+    # and the copy's unread lines were skipped
+    import trio_ingest.sources._files as files_module
+
+    data = tmp_path / "app.log"
+    written = _append(data, 0, 100)
+    armed = rotated = False
+    real_tail = files_module.tail_digest
+    real_position = files_module.JsonLines._position
+
+    def arming_position(self: Any, inp: Any, offset: int, line: int, known: Any = None) -> Any:
+        nonlocal armed
+        armed = offset > 2000 and not rotated  # a read past the first: its head comes first
+        return real_position(self, inp, offset, line, known)
+
+    def rotating_tail(stream: Any, offset: int) -> str:
+        nonlocal armed, rotated, written
+        if armed:
+            armed, rotated = False, True
+            written = _append(data, written, 50)
+            (tmp_path / "app.log.1").write_bytes(data.read_bytes())
+            with data.open("r+b") as f:
+                f.truncate(0)
+            written = _append(data, written, 200)  # refilled past the old offset
+        return real_tail(stream, offset)
+
+    monkeypatch.setattr(files_module.JsonLines, "_position", arming_position)
+    monkeypatch.setattr(files_module, "tail_digest", rotating_tail)
+    source = ti.sources.JsonLines(data, follow=True, poll_interval=0.005)
+    sink = ti.sinks.Memory()
+    pipeline = ti.Pipeline(source, sink=sink, dead_letter=ti.sinks.Memory(), max_batch=16)
+    async with anyio.create_task_group() as tg:
+        handle = await tg.start(pipeline.serve)
+        with contextlib.suppress(TimeoutError):
+            await _until(lambda: len(sink.events) >= written, "every line")
+        await handle.stop(5)
+    assert rotated
+    assert sorted({int(e.id) for e in sink.events}) == list(range(written))
+
+
 async def test_restart_after_a_rotation_with_events_in_flight_resumes_the_right_file(
     tmp_path: Path,
 ) -> None:

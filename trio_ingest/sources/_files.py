@@ -586,11 +586,19 @@ class _FileSource(Source):
                 f"{self._display!r} was truncated or replaced while being read: {changed}"
             )
         chunk = self._scan(inp.stream, offset, line, max_records, final)
-        if self.follow and self._changed(inp, at) is not None:
+        position = self._position(inp, chunk.offset, chunk.line, at)
+        # checked after the new position's digests are taken, not before: a file rewritten
+        # while they were read gives a position whose head and tail belong to different
+        # contents, which no copy matches later (its unread lines would be skipped)
+        if self.follow and (self._changed(inp, at) is not None
+                            or self._changed(inp, position) is not None):
+            if not at:
+                # nothing read before to recognise the old content by: read the file again
+                return _Chunk([], [], offset, line, 0)
             # rewritten while this scan ran: what it read may mix old and new content
             copy = self._find_previous(offset, at.fingerprint, at.tail, None, None)
             return _Chunk([], [], offset, line, 0, restarted=True, copy=copy)
-        chunk.position = self._position(inp, chunk.offset, chunk.line, at)
+        chunk.position = position
         return chunk
 
     def _scan(self, f: IO[bytes], offset: int, line: int, max_records: int,

@@ -183,17 +183,36 @@ def open_input(path: str | os.PathLike[str]) -> Input:
     return Input(raw, "none", is_stdin=False, raw=raw)
 
 
+def _read_at(stream: IO[bytes], start: int, size: int) -> bytes:
+    """``size`` bytes from ``start``, as the file holds them now.
+
+    A plain file is read with ``os.pread``: its reader's buffer may still hold
+    bytes from before the file was truncated and rewritten by another process,
+    and digests taken through it would mix the old content with the new.
+    """
+    if isinstance(stream, io.BufferedReader) and isinstance(stream.raw, io.FileIO):
+        parts, fd = [], stream.fileno()
+        while size > 0:
+            part = os.pread(fd, size, start)
+            if not part:
+                break
+            parts.append(part)
+            start += len(part)
+            size -= len(part)
+        return b"".join(parts)
+    stream.seek(start)
+    return stream.read(size)
+
+
 def fingerprint(stream: IO[bytes], offset: int) -> str:
-    """Digest of the first ``min(offset, FINGERPRINT_BYTES)`` bytes; moves the stream."""
-    stream.seek(0)
-    return hashlib.sha256(stream.read(min(offset, FINGERPRINT_BYTES))).hexdigest()
+    """Digest of the first ``min(offset, FINGERPRINT_BYTES)`` bytes (as the file holds them now)."""
+    return hashlib.sha256(_read_at(stream, 0, min(offset, FINGERPRINT_BYTES))).hexdigest()
 
 
 def tail_digest(stream: IO[bytes], offset: int) -> str:
-    """Digest of the ``TAIL_BYTES`` bytes just before ``offset``; moves the stream."""
+    """Digest of the ``TAIL_BYTES`` bytes just before ``offset`` (as the file holds them now)."""
     start = max(0, offset - TAIL_BYTES)
-    stream.seek(start)
-    return hashlib.sha256(stream.read(offset - start)).hexdigest()
+    return hashlib.sha256(_read_at(stream, start, offset - start)).hexdigest()
 
 
 def file_identity(path: str | os.PathLike[str]) -> tuple[int, int] | None:
