@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
@@ -167,6 +169,35 @@ def test_memory_bound_counts_edges_and_batches_in_hand() -> None:
     assert p.memory_bound() == 300 + 10 + 30 + 10 + 10 + 100 + 10
 
 
+class _ReadSizes(ti.sources.FromIterable):
+    def __init__(self, n: int) -> None:
+        super().__init__([ti.Event(id=str(i), payload=i) for i in range(n)])
+        self.asked: list[int] = []
+
+    async def read(self, max_events: int) -> Any:
+        self.asked.append(max_events)
+        return await super().read(max_events)
+
+
+@pytest.mark.parametrize(
+    ("stages", "sink_batch", "expected"),
+    [
+        ((), 5_000, 1_000),  # a sink's large batches, read at most one edge's capacity
+        ((), 300, 300),
+        ((), None, 256),  # a sink without a batch size of its own: the pipeline's
+        ((ti.map(str),), 5_000, 256),  # a stage in between processes max_batch at a time
+    ],
+)
+async def test_a_source_that_feeds_only_sinks_reads_in_their_batch_size(
+    stages: tuple[Any, ...], sink_batch: int | None, expected: int
+) -> None:
+    source = _ReadSizes(2_500)
+    sink = ti.sinks.Memory(max_batch=sink_batch)
+    report = await ti.Pipeline(source, *stages, sink=sink).run()
+    assert report.delivered == 2_500 and len(sink.events) == 2_500
+    assert set(source.asked) == {expected}
+
+
 def test_memory_bound_counts_every_place_that_holds_events() -> None:
     class Gathering(ti.sinks.Memory):
         buffered = True
@@ -178,7 +209,9 @@ def test_memory_bound_counts_every_place_that_holds_events() -> None:
     batched = ti.Pipeline(src(), ti.batch(700, 1.0), sink=ti.sinks.Memory(), **base)  # type: ignore[arg-type]
     assert batched.memory_bound() == 2 * 100 + 10 + 700 + 10
     big_sink = ti.Pipeline(src(), sink=ti.sinks.Memory(max_batch=900), **base)  # type: ignore[arg-type]
-    assert big_sink.memory_bound() == 100 + 10 + 900
+    # the source feeds the sink directly: it reads in the sink's batch size, at most one
+    # edge's capacity (100), and holds that read in hand
+    assert big_sink.memory_bound() == 100 + 100 + 900
     buffered = ti.Pipeline(src(), sink=Gathering(), **base)  # type: ignore[arg-type]
     assert buffered.memory_bound() == 100 + 10 + 10 + 5_000
     keyed = ti.Pipeline(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import repeat
 from typing import Any, overload
 
@@ -11,6 +11,12 @@ from ._acks import AckToken
 from ._event import Event, rebuild
 
 __all__ = ("Batch", "EventBatch")
+
+_rebuild: Callable[[type[Event], list[Event], list[Any]], list[Event]] | None
+try:  # the C speed-up of materialize (trio_ingest/_speedups.c), when it was built
+    from ._speedups import rebuild as _rebuild
+except ImportError:  # pragma: no cover -- built wherever the tests run
+    _rebuild = None
 
 _id_of, _payload_of, _key_of, _time_of, _headers_of = (operator.itemgetter(i) for i in range(5))
 _is = operator.is_
@@ -112,6 +118,13 @@ class Batch:
 
         Built in C loops: no Python frame per event.
         """
+        events, payloads = self.events, self.payloads
+        if _rebuild is not None:
+            return _rebuild(Event, events, payloads)
+        return self._materialize_py()
+
+    def _materialize_py(self) -> list[Event]:
+        """:meth:`materialize` without the C speed-up."""
         events, payloads = self.events, self.payloads
         if all(map(_is, map(_payload_of, events), payloads)):
             return events

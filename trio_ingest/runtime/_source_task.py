@@ -94,7 +94,7 @@ class SourceRunner:
         stats = self.stats
         worker = self.worker
         intake = self.intake
-        max_batch = rt.max_batch
+        max_batch = self.task.read_size or rt.max_batch
         ctx = WorkerContext(rt, stats, worker, rt.steps_of(self.task))
         forward = ctx.forward
         checkpointer = rt.checkpointer

@@ -1,0 +1,91 @@
+"""The optional C speed-up (trio_ingest/_speedups.c) behaves exactly like the Python code."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import trio_ingest as ti
+from trio_ingest import _batch
+from trio_ingest._batch import Batch, EventBatch
+
+pytestmark = pytest.mark.anyio
+
+speedups = pytest.importorskip(
+    "trio_ingest._speedups", reason="the C speed-up was not built (no C compiler)"
+)
+
+
+def test_ci_builds_the_speed_up() -> None:
+    # the figures of benchmarks/ are measured with it: CI must not lose it unnoticed
+    if os.environ.get("CI") == "true":
+        assert _batch._rebuild is speedups.rebuild
+
+
+payloads = st.one_of(st.none(), st.integers(), st.text(max_size=5),
+                     st.dictionaries(st.text(max_size=3), st.integers(), max_size=3))
+
+
+@given(
+    st.lists(
+        st.tuples(payloads, payloads, st.booleans(), st.one_of(st.none(), st.text(max_size=3))),
+        max_size=40,
+    )
+)
+def test_rebuild_equals_the_python_materialize(rows: list[tuple[Any, Any, bool, Any]]) -> None:
+    events = [
+        ti.Event(id=f"e{i}", payload=old, key=key, event_time=float(i), headers={"h": str(i)})
+        for i, (old, _new, _keep, key) in enumerate(rows)
+    ]
+    # where kept, the very payload object the event holds (what map leaves of it)
+    current = [
+        e.payload if keep else new for e, (_old, new, keep, _key) in zip(events, rows, strict=True)
+    ]
+    batch = Batch(events, current, [None] * len(events))  # type: ignore[list-item]
+    fast = speedups.rebuild(ti.Event, events, current)
+    slow = batch._materialize_py()
+    assert fast == slow
+    assert all(type(e) is ti.Event for e in fast)
+    assert [e.payload for e in fast] == current
+    for before, after, payload in zip(events, fast, current, strict=True):
+        assert after.id == before.id and after.key == before.key
+        assert after.event_time == before.event_time and after.headers == before.headers
+        if before.payload is payload:
+            assert after is before  # unchanged events are not copied
+
+
+def test_rebuild_refuses_what_is_not_a_batch_of_events() -> None:
+    event = ti.Event(id="a", payload=1)
+    with pytest.raises(ValueError, match="differ in length"):
+        speedups.rebuild(ti.Event, [event], [])
+    with pytest.raises(TypeError, match="not an event"):
+        speedups.rebuild(ti.Event, [("a", 1)], [2])
+    with pytest.raises(TypeError, match="tuple subclass"):
+        speedups.rebuild(dict, [event], [2])
+    with pytest.raises(TypeError, match="must be lists"):
+        speedups.rebuild(ti.Event, (event,), [2])
+
+
+async def test_a_pipeline_without_the_speed_up_delivers_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def run() -> list[ti.Event]:
+        sink = ti.sinks.Memory()
+        events = [ti.Event(id=str(i), payload={"v": i}, event_time=1.0) for i in range(600)]
+        pipeline = ti.Pipeline(
+            ti.sources.from_iterable(events), ti.map(lambda p: {**p, "w": 1}), sink=sink
+        )
+        await pipeline.run()
+        return sink.events
+
+    with_c = await run()
+    monkeypatch.setattr(_batch, "_rebuild", None)
+    single = EventBatch(Batch([ti.Event(id="x", payload=1)], [2], [None]))  # type: ignore[list-item]
+    assert single[0].payload == 2 and single[0].id == "x"
+    without = await run()
+    assert with_c == without
+    assert [e.payload for e in without] == [{"v": i, "w": 1} for i in range(600)]
