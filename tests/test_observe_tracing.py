@@ -180,10 +180,12 @@ async def test_a_custom_stage_continues_the_trace(spans: InMemorySpanExporter) -
 
 
 async def test_merged_batches_link_every_trace_to_the_sink(spans: InMemorySpanExporter) -> None:
-    # the source emits batches of 5; the sink waits to gather 100 events, merging 20 batches
+    # the source emits batches of 5 (an edge holds no more: a source that feeds a sink reads
+    # in the sink's batch size, at most one edge's capacity); the sink waits to gather 100
+    # events, merging 20 batches
     sink = ti.sinks.Memory(max_batch=100, max_wait=60.0, name="store")
     pipeline = ti.Pipeline(ti.sources.from_iterable(range(100), name="numbers"), sink=sink,
-                           max_batch=5)
+                           max_batch=5, capacity=5)
     await pipeline.run()
     finished = spans.get_finished_spans()
     sources = [s for s in finished if s.name == "numbers"]
