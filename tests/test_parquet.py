@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import trio_ingest as ti
 from trio_ingest.sinks import _rolling
@@ -607,3 +609,19 @@ async def test_a_failed_overlapped_flush_puts_the_rows_back(
     await sink.flush()
     await sink.aclose()
     assert pq.read_table(tmp_path).num_rows == 10
+
+
+@given(st.lists(st.text(min_size=1, max_size=4), unique=True, max_size=30), st.integers(1, 7),
+       st.booleans())
+def test_sorted_ids_are_in_code_point_order_however_they_come(
+    ids: list[str], chunk: int, presorted: bool
+) -> None:
+    from trio_ingest.sinks._parquet import _sorted_ids
+
+    if presorted:
+        ids = sorted(ids)
+    column = pa.chunked_array(
+        [pa.array(ids[i : i + chunk], pa.string()) for i in range(0, len(ids), chunk)],
+        pa.string(),
+    )
+    assert _sorted_ids(column).to_pylist() == sorted(ids)

@@ -26,6 +26,7 @@ else:
 
 def test_the_batches_use_the_speed_up() -> None:
     assert _batch._rebuild is speedups.rebuild
+    assert _batch._metadata is speedups.columns
 
 
 payloads = st.one_of(st.none(), st.integers(), st.text(max_size=5),
@@ -60,7 +61,26 @@ def test_rebuild_equals_the_python_materialize(rows: list[tuple[Any, Any, bool, 
             assert after is before  # unchanged events are not copied
 
 
-def test_rebuild_refuses_what_is_not_a_batch_of_events() -> None:
+@given(st.lists(st.tuples(payloads, st.one_of(st.none(), st.text(max_size=3))), max_size=40))
+def test_columns_equal_the_python_columns(rows: list[tuple[Any, Any]]) -> None:
+    events = [
+        ti.Event(id=f"e{i}", payload=p, key=key, event_time=i / 3, headers={"h": str(i)})
+        for i, (p, key) in enumerate(rows)
+    ]
+    new_payloads = [{"n": i} for i in range(len(events))]
+    batch = EventBatch(Batch(events, new_payloads, [None] * len(events)))  # type: ignore[list-item]
+    fast = batch.columns()
+    real, _batch._metadata = _batch._metadata, None
+    try:
+        slow = batch.columns()
+    finally:
+        _batch._metadata = real
+    assert fast == slow
+    assert fast[1] is new_payloads  # the payload column is the batch's own list
+    assert fast[0] == [e.id for e in events] and fast[3] == [e.event_time for e in events]
+
+
+def test_the_speed_ups_refuse_what_is_not_a_batch_of_events() -> None:
     event = ti.Event(id="a", payload=1)
     with pytest.raises(ValueError, match="differ in length"):
         speedups.rebuild(ti.Event, [event], [])
@@ -70,6 +90,10 @@ def test_rebuild_refuses_what_is_not_a_batch_of_events() -> None:
         speedups.rebuild(dict, [event], [2])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="must be lists"):
         speedups.rebuild(ti.Event, (event,), [2])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not an event"):
+        speedups.columns([event, ("a", 1)])
+    with pytest.raises(TypeError, match="must be a list"):
+        speedups.columns((event,))  # type: ignore[arg-type]
 
 
 async def test_a_pipeline_without_the_speed_up_delivers_the_same(

@@ -13,10 +13,12 @@ from ._event import Event, rebuild
 __all__ = ("Batch", "EventBatch")
 
 _rebuild: Callable[[type[Event], list[Event], list[Any]], list[Event]] | None
-try:  # the C speed-up of materialize (trio_ingest/_speedups.c), when it was built
+_metadata: Callable[[list[Event]], tuple[list[str], list[Any], list[float], list[Any]]] | None
+try:  # the C speed-ups of materialize and columns (trio_ingest/_speedups.c), when built
+    from ._speedups import columns as _metadata
     from ._speedups import rebuild as _rebuild
 except ImportError:  # pragma: no cover -- built wherever the tests run
-    _rebuild = None
+    _rebuild = _metadata = None
 
 _id_of, _payload_of, _key_of, _time_of, _headers_of = (operator.itemgetter(i) for i in range(5))
 _is = operator.is_
@@ -189,6 +191,9 @@ class EventBatch(Sequence[Event]):
     ) -> tuple[list[str], list[Any], list[Any], list[float], list[Mapping[str, str]]]:
         """The batch as aligned columns: ids, payloads, keys, event times, headers."""
         events = self._batch.events
+        if _metadata is not None:  # one pass over the events instead of four
+            ids, keys, times, headers = _metadata(events)
+            return ids, self._batch.payloads, keys, times, headers
         return (
             list(map(_id_of, events)),
             self._batch.payloads,

@@ -1,13 +1,17 @@
-/* Optional C speed-ups of the hot path. Batch.materialize (trio_ingest/_batch.py) holds
- * the pure-Python version: this module must behave exactly like it (tests/test_speedups.py
- * runs both), and is used only when it was built (pip builds it when a C compiler is
- * present; without one, nothing changes but speed).
+/* Optional C speed-ups of the hot path. Batch.materialize and EventBatch.columns
+ * (trio_ingest/_batch.py) hold the pure-Python versions: this module must behave exactly
+ * like them (tests/test_speedups.py runs both), and is used only when it was built (pip
+ * builds it when a C compiler is present; without one, nothing changes but speed).
  *
  * rebuild(event_type, events, payloads) -> list
  *     The events with their current payloads: events[i] itself where payloads[i] is
  *     its payload, else a new event_type tuple (id, payloads[i], key, event_time,
  *     headers) of events[i]'s other fields. What Batch.materialize does in Python,
  *     without the argument tuples and checks of tuple.__new__ (measured: 4x faster).
+ *
+ * columns(events) -> (ids, keys, event_times, headers)
+ *     The metadata columns of the events, in one pass: what EventBatch.columns builds
+ *     with four itemgetter maps.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -69,9 +73,50 @@ rebuild(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* columns(events) -> (ids, keys, event_times, headers): the metadata of a batch's events
+ * as four lists, in one pass (four itemgetter maps touch every event four times). */
+static PyObject *
+columns(PyObject *module, PyObject *events)
+{
+    if (!PyList_CheckExact(events)) {
+        PyErr_SetString(PyExc_TypeError, "columns(): events must be a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(events);
+    static const Py_ssize_t fields[4] = {0, 2, 3, 4};
+    PyObject *lists[4] = {NULL, NULL, NULL, NULL};
+    for (int k = 0; k < 4; k++) {
+        lists[k] = PyList_New(n);
+        if (lists[k] == NULL) {
+            goto error;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *event = PyList_GET_ITEM(events, i);
+        if (!PyTuple_Check(event) || PyTuple_GET_SIZE(event) != EVENT_FIELDS) {
+            PyErr_Format(PyExc_TypeError, "columns(): item %zd is not an event", i);
+            goto error;
+        }
+        for (int k = 0; k < 4; k++) {
+            PyObject *item = PyTuple_GET_ITEM(event, fields[k]);
+            Py_INCREF(item);
+            PyList_SET_ITEM(lists[k], i, item);
+        }
+    }
+    return Py_BuildValue("(NNNN)", lists[0], lists[1], lists[2], lists[3]);
+
+error:
+    for (int k = 0; k < 4; k++) {
+        Py_XDECREF(lists[k]);
+    }
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"rebuild", (PyCFunction)(void (*)(void))rebuild, METH_FASTCALL,
      "rebuild(event_type, events, payloads) -> the events with their current payloads"},
+    {"columns", (PyCFunction)columns, METH_O,
+     "columns(events) -> (ids, keys, event_times, headers) of the events, in one pass"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -151,7 +151,7 @@ def ids_digest(ids: Iterable[str]) -> str:
     return digest_joined("\n".join(sorted(set(ids))).encode())
 
 
-def digest_joined(joined: bytes) -> str:
+def digest_joined(joined: bytes | memoryview) -> str:
     """:func:`ids_digest` of ids already sorted (code point order), de-duplicated and joined."""
     return hashlib.blake2b(joined, digest_size=8).hexdigest()
 
