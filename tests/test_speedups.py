@@ -27,6 +27,9 @@ else:
 def test_the_batches_use_the_speed_up() -> None:
     assert _batch._rebuild is speedups.rebuild
     assert _batch._metadata is speedups.columns
+    from trio_ingest.sources import _memory
+
+    assert _memory._all_of_type is speedups.all_of_type
 
 
 payloads = st.one_of(st.none(), st.integers(), st.text(max_size=5),
@@ -80,6 +83,33 @@ def test_columns_equal_the_python_columns(rows: list[tuple[Any, Any]]) -> None:
     assert fast[0] == [e.id for e in events] and fast[3] == [e.event_time for e in events]
 
 
+@given(st.lists(st.sampled_from(["event", "payload", "subclass"]), max_size=20))
+def test_all_of_type_is_the_exact_type_check(kinds: list[str]) -> None:
+    class Sub(ti.Event):
+        __slots__ = ()
+
+    made: dict[str, Any] = {"event": ti.Event(id="a"), "payload": {"a": 1}, "subclass": Sub("b")}
+    items = [made[k] for k in kinds]
+    assert speedups.all_of_type(items, ti.Event) == (set(map(type, items)) <= {ti.Event})
+
+
+async def test_from_iterable_wraps_payloads_mixed_with_events_either_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trio_ingest.sources import _memory
+
+    async def run() -> list[ti.Event]:
+        sink = ti.sinks.Memory()
+        items: list[Any] = [ti.Event(id="e0", payload=0), {"p": 1}, ti.Event(id="e2", payload=2)]
+        await ti.Pipeline(ti.sources.from_iterable(items, name="src"), sink=sink).run()
+        return sink.events
+
+    with_c = await run()
+    monkeypatch.setattr(_memory, "_all_of_type", None)
+    without = await run()
+    assert [e.id for e in with_c] == [e.id for e in without] == ["e0", "src:1", "e2"]
+
+
 def test_the_speed_ups_refuse_what_is_not_a_batch_of_events() -> None:
     event = ti.Event(id="a", payload=1)
     with pytest.raises(ValueError, match="differ in length"):
@@ -94,6 +124,8 @@ def test_the_speed_ups_refuse_what_is_not_a_batch_of_events() -> None:
         speedups.columns([event, ("a", 1)])
     with pytest.raises(TypeError, match="must be a list"):
         speedups.columns((event,))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="all_of_type"):
+        speedups.all_of_type((event,), ti.Event)  # type: ignore[arg-type]
 
 
 async def test_a_pipeline_without_the_speed_up_delivers_the_same(

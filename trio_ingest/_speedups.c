@@ -1,7 +1,8 @@
 /* Optional C speed-ups of the hot path. Batch.materialize and EventBatch.columns
- * (trio_ingest/_batch.py) hold the pure-Python versions: this module must behave exactly
- * like them (tests/test_speedups.py runs both), and is used only when it was built (pip
- * builds it when a C compiler is present; without one, nothing changes but speed).
+ * (trio_ingest/_batch.py) and FromIterable (trio_ingest/sources/_memory.py) hold the
+ * pure-Python versions: this module must behave exactly like them (tests/test_speedups.py
+ * runs both), and is used only when it was built (pip builds it when a C compiler is
+ * present; without one, nothing changes but speed).
  *
  * rebuild(event_type, events, payloads) -> list
  *     The events with their current payloads: events[i] itself where payloads[i] is
@@ -12,6 +13,10 @@
  * columns(events) -> (ids, keys, event_times, headers)
  *     The metadata columns of the events, in one pass: what EventBatch.columns builds
  *     with four itemgetter maps.
+ *
+ * all_of_type(items, type) -> bool
+ *     Whether every item of the list is exactly of `type`: the check from_iterable
+ *     (trio_ingest/sources/_memory.py) makes of each read, without building a set.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -112,9 +117,31 @@ error:
     return NULL;
 }
 
+/* all_of_type(items, type) -> bool: whether every item of the list is exactly of `type`
+ * (what set(map(type, items)) <= {type} says, without building a set). */
+static PyObject *
+all_of_type(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyType_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "all_of_type(list, type)");
+        return NULL;
+    }
+    PyObject *items = args[0];
+    PyTypeObject *type = (PyTypeObject *)args[1];
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (Py_TYPE(PyList_GET_ITEM(items, i)) != type) {
+            Py_RETURN_FALSE;
+        }
+    }
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef methods[] = {
     {"rebuild", (PyCFunction)(void (*)(void))rebuild, METH_FASTCALL,
      "rebuild(event_type, events, payloads) -> the events with their current payloads"},
+    {"all_of_type", (PyCFunction)(void (*)(void))all_of_type, METH_FASTCALL,
+     "all_of_type(items, type) -> whether every item is exactly of that type"},
     {"columns", (PyCFunction)columns, METH_O,
      "columns(events) -> (ids, keys, event_times, headers) of the events, in one pass"},
     {NULL, NULL, 0, NULL},
