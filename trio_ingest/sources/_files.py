@@ -579,9 +579,7 @@ class _FileSource(Source):
         changed = self._changed(inp, at)
         if changed is not None:
             if self.follow:
-                # copy-truncate: the lines not read yet are in the copy, if there is one
-                copy = self._find_previous(offset, at.fingerprint, at.tail, None, None)
-                return _Chunk([], [], offset, line, 0, restarted=True, copy=copy)
+                return self._restarted(at)  # copy-truncate: the unread lines are in the copy
             raise SourceError(
                 f"{self._display!r} was truncated or replaced while being read: {changed}"
             )
@@ -589,17 +587,19 @@ class _FileSource(Source):
         position = self._position(inp, chunk.offset, chunk.line, at)
         # checked after the new position's digests are taken, not before: a file rewritten
         # while they were read gives a position whose head and tail belong to different
-        # contents, which no copy matches later (its unread lines would be skipped)
-        if self.follow and (self._changed(inp, at) is not None
-                            or self._changed(inp, position) is not None):
+        # contents, which no copy matches later (its unread lines would be skipped). At byte
+        # 0 nothing was read before to check: the new position is checked instead
+        if self.follow and self._changed(inp, at if at else position) is not None:
             if not at:
-                # nothing read before to recognise the old content by: read the file again
-                return _Chunk([], [], offset, line, 0)
-            # rewritten while this scan ran: what it read may mix old and new content
-            copy = self._find_previous(offset, at.fingerprint, at.tail, None, None)
-            return _Chunk([], [], offset, line, 0, restarted=True, copy=copy)
+                return _Chunk([], [], offset, line, 0)  # read the file again
+            return self._restarted(at)  # rewritten while this scan ran
         chunk.position = position
         return chunk
+
+    def _restarted(self, at: _Position) -> _Chunk:
+        """The file under ``at`` was truncated or rewritten: go on in its copy, if one exists."""
+        copy = self._find_previous(int(at), at.fingerprint, at.tail, None, None)
+        return _Chunk([], [], int(at), at.line, 0, restarted=True, copy=copy)
 
     def _scan(self, f: IO[bytes], offset: int, line: int, max_records: int,
               final: bool) -> _Chunk:
