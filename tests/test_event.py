@@ -43,3 +43,21 @@ def test_dead_letter_record_names_the_error() -> None:
     assert d["node"] == "enrich" and d["event"]["id"] == "7"
     builtin = ti.DeadLetter.from_exception(e, "n", ValueError("v"), 1)
     assert builtin.error_type == "ValueError"
+
+
+def test_an_event_pickles_and_copies_with_the_default_headers() -> None:
+    # the shared empty headers are a mappingproxy, which pickle refuses: a window's or a
+    # custom stage's state holding events must still checkpoint
+    import copy
+    import pickle
+    from types import MappingProxyType
+
+    plain = ti.Event(id="1", payload={"a": 1}, key="k", event_time=5.0)
+    again = pickle.loads(pickle.dumps(plain))
+    assert again == plain and type(again) is ti.Event
+    assert again.headers is plain.headers  # the default, shared again
+    assert copy.deepcopy(plain) == plain and copy.copy(plain) == plain
+    proxied = ti.Event(id="2", headers=MappingProxyType({"h": "v"}), event_time=1.0)
+    assert pickle.loads(pickle.dumps(proxied)).headers == {"h": "v"}
+    with_dict = ti.Event(id="3", headers={"x": "y"}, event_time=1.0)
+    assert pickle.loads(pickle.dumps(with_dict)) == with_dict

@@ -353,6 +353,30 @@ async def test_failing_source_open_fails_before_data_moves() -> None:
     assert sink.events == []
 
 
+async def test_a_custom_source_may_return_its_events_in_any_sequence() -> None:
+    class Tuples(ti.Source):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reads = [(ti.Event(id="a", payload=1), ti.Event(id="b", payload=2))]
+
+        async def read(self, max_events: int) -> ti.Read | None:
+            return ti.Read(self.reads.pop(), offset=1) if self.reads else None
+
+    sink = ti.sinks.Memory()
+    report = await ti.Pipeline(Tuples(), ti.map(lambda p: p * 10), sink=sink).run()
+    assert [(e.id, e.payload) for e in sink.events] == [("a", 10), ("b", 20)]
+    assert report.delivered == 2 and report.balanced
+
+
+async def test_a_source_reading_something_else_than_events_fails_naming_it() -> None:
+    class Payloads(ti.Source):
+        async def read(self, max_events: int) -> ti.Read | None:
+            return ti.Read([{"not": "an event"}], offset=1)  # type: ignore[list-item]
+
+    with pytest.raises(ti.SourceError, match=r"Payloads\.read\(\) returned a Read whose events"):
+        await ti.Pipeline(Payloads(), sink=ti.sinks.Memory()).run()
+
+
 async def test_failing_sink_open_fails_before_sources_open() -> None:
     opened = []
 

@@ -27,6 +27,8 @@ else:
 def test_the_batches_use_the_speed_up() -> None:
     assert _batch._rebuild is speedups.rebuild
     assert _batch._metadata is speedups.columns
+    assert _batch._payloads is speedups.payloads
+    assert type(vars(ti.Event)["id"]).__name__ == "member_descriptor"
     from trio_ingest.sources import _memory
 
     assert _memory._all_of_type is speedups.all_of_type
@@ -110,6 +112,41 @@ async def test_from_iterable_wraps_payloads_mixed_with_events_either_way(
     assert [e.id for e in with_c] == [e.id for e in without] == ["e0", "src:1", "e2"]
 
 
+@given(st.lists(st.tuples(payloads, st.one_of(st.none(), st.text(max_size=3))), max_size=40))
+def test_payloads_and_fields_read_what_the_python_code_reads(rows: list[tuple[Any, Any]]) -> None:
+    events = [
+        ti.Event(id=f"e{i}", payload=p, key=key, event_time=i / 7, headers={"h": str(i)})
+        for i, (p, key) in enumerate(rows)
+    ]
+    fast = speedups.payloads(events)
+    assert fast == _batch._payloads_py(events)
+    assert all(a is b for a, b in zip(fast, _batch._payloads_py(events), strict=True))
+    for e in events:  # the member descriptors read the tuple's items
+        assert (e.id, e.payload, e.key, e.event_time, e.headers) == tuple(e)
+        assert e.payload is e[1] and e.headers is e[4]
+
+
+def test_an_event_always_holds_its_five_fields() -> None:
+    # the field descriptors read at fixed offsets: no Event of another size can exist
+    with pytest.raises(TypeError, match="holds exactly 5 fields, not 2"):
+        tuple.__new__(ti.Event, ("a", 1))
+
+    class Sub(ti.Event):
+        pass
+
+    with pytest.raises(TypeError, match="Sub holds exactly 5 fields, not 6"):
+        tuple.__new__(Sub, ("a", 1, None, 0.0, {}, "extra"))
+    sub = Sub("s", {"p": 1})
+    assert (sub.id, sub.payload, type(sub)) == ("s", {"p": 1}, Sub)
+    with pytest.raises(TypeError, match="tuple subclass"):
+        speedups.tuple_fields(dict, ())
+    with pytest.raises(TypeError, match=r"tuple_fields\(type, fields: tuple\)"):
+        speedups.tuple_fields(Sub, [("x", "doc")])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at most 5 fields"):
+        speedups.tuple_fields(Sub, tuple(("f", "d") for _ in range(6)))
+    assert ti.Event.id.__doc__ == "Unique, non-empty identity; sinks deduplicate on it."
+
+
 def test_the_speed_ups_refuse_what_is_not_a_batch_of_events() -> None:
     event = ti.Event(id="a", payload=1)
     with pytest.raises(ValueError, match="differ in length"):
@@ -126,6 +163,10 @@ def test_the_speed_ups_refuse_what_is_not_a_batch_of_events() -> None:
         speedups.columns((event,))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="all_of_type"):
         speedups.all_of_type((event,), ti.Event)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="item 1 is not an event"):
+        speedups.payloads([event, ("a", 1)])
+    with pytest.raises(TypeError, match="must be a list"):
+        speedups.payloads((event,))  # type: ignore[arg-type]
 
 
 async def test_a_pipeline_without_the_speed_up_delivers_the_same(

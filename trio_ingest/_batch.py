@@ -12,15 +12,25 @@ from ._event import Event, rebuild
 
 __all__ = ("Batch", "EventBatch")
 
+_id_of, _payload_of, _key_of, _time_of, _headers_of = (operator.itemgetter(i) for i in range(5))
+
+
+
+def _payloads_py(events: list[Event]) -> list[Any]:
+    """The payload of each event (what ``_speedups.payloads`` does in one C loop)."""
+    return list(map(_payload_of, events))
+
+
 _rebuild: Callable[[type[Event], list[Event], list[Any]], list[Event]] | None
 _metadata: Callable[[list[Event]], tuple[list[str], list[Any], list[float], list[Any]]] | None
-try:  # the C speed-ups of materialize and columns (trio_ingest/_speedups.c), when built
+_payloads: Callable[[list[Event]], list[Any]]
+try:  # the C speed-ups of of, materialize and columns (trio_ingest/_speedups.c), when built
     from ._speedups import columns as _metadata
+    from ._speedups import payloads as _payloads
     from ._speedups import rebuild as _rebuild
 except ImportError:  # pragma: no cover -- built wherever the tests run
     _rebuild = _metadata = None
-
-_id_of, _payload_of, _key_of, _time_of, _headers_of = (operator.itemgetter(i) for i in range(5))
+    _payloads = _payloads_py
 _is = operator.is_
 _tuple_new = tuple.__new__
 
@@ -61,7 +71,7 @@ class Batch:
     @classmethod
     def of(cls, events: list[Event], token: AckToken) -> Batch:
         """A batch of ``events`` that all come from the read ``token``."""
-        return cls(events, list(map(_payload_of, events)), [token] * len(events))
+        return cls(events, _payloads(events), [token] * len(events))
 
     def __len__(self) -> int:
         return len(self.payloads)
@@ -106,7 +116,9 @@ class Batch:
         )
 
     def traced(self, span: Any) -> Batch:
-        """The same events as a new batch whose trace is ``span`` (this one may be shared)."""
+        """The same events as a batch whose trace is ``span`` (a new one: this may be shared)."""
+        if span is self.trace:
+            return self
         return Batch(self.events, self.payloads, self.tokens, span, self.links)
 
     def event(self, i: int) -> Event:

@@ -1,5 +1,5 @@
-/* Optional C speed-ups of the hot path. Batch.materialize and EventBatch.columns
- * (trio_ingest/_batch.py) and FromIterable (trio_ingest/sources/_memory.py) hold the
+/* Optional C speed-ups of the hot path. Batch (trio_ingest/_batch.py), Event
+ * (trio_ingest/_event.py) and FromIterable (trio_ingest/sources/_memory.py) hold the
  * pure-Python versions: this module must behave exactly like them (tests/test_speedups.py
  * runs both), and is used only when it was built (pip builds it when a C compiler is
  * present; without one, nothing changes but speed).
@@ -17,9 +17,17 @@
  * all_of_type(items, type) -> bool
  *     Whether every item of the list is exactly of `type`: the check from_iterable
  *     (trio_ingest/sources/_memory.py) makes of each read, without building a set.
+ *
+ * payloads(events) -> list
+ *     The payload of each event: the payload column Batch.of starts a batch with.
+ *
+ * tuple_fields(type, fields) -> None
+ *     Event's attributes (trio_ingest/_event.py) as member descriptors reading the
+ *     tuple's items, and a fixed size for its instances (see below).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #define EVENT_FIELDS 5
 #define PAYLOAD 1
@@ -137,7 +145,118 @@ all_of_type(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_TRUE;
 }
 
+/* payloads(events) -> list: the payload (item 1) of each event, in one C loop (what
+ * list(map(itemgetter(1), events)) builds, without a call per event). */
+static PyObject *
+payloads(PyObject *module, PyObject *events)
+{
+    if (!PyList_CheckExact(events)) {
+        PyErr_SetString(PyExc_TypeError, "payloads(): events must be a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(events);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *event = PyList_GET_ITEM(events, i);
+        if (!PyTuple_Check(event) || PyTuple_GET_SIZE(event) != EVENT_FIELDS) {
+            Py_DECREF(out);
+            PyErr_Format(PyExc_TypeError, "payloads(): item %zd is not an event", i);
+            return NULL;
+        }
+        PyObject *payload = PyTuple_GET_ITEM(event, PAYLOAD);
+        Py_INCREF(payload);
+        PyList_SET_ITEM(out, i, payload);
+    }
+    return out;
+}
+
+/* An event type's instances always hold EVENT_FIELDS items: the field descriptors
+ * below read them at fixed offsets, so no instance of another size may exist. */
+static PyObject *
+fixed_size_alloc(PyTypeObject *type, Py_ssize_t nitems)
+{
+    if (nitems != EVENT_FIELDS) {
+        PyErr_Format(PyExc_TypeError, "%s holds exactly %d fields, not %zd", type->tp_name,
+                     EVENT_FIELDS, nitems);
+        return NULL;
+    }
+    return PyType_GenericAlloc(type, nitems);
+}
+
+/* tuple_fields(type, fields) -> None
+ *     Make `type` (a tuple subclass) hold exactly EVENT_FIELDS items, and give it a
+ *     read-only attribute per (name, doc) of `fields`, reading item i. These are member
+ *     descriptors, like those of __slots__ (which a tuple subclass cannot have), so
+ *     CPython's attribute cache specialises `event.id` to a load at a fixed offset,
+ *     where a property or _tuplegetter takes a descriptor call. With no fields, only
+ *     the size is fixed (what a subclass of the event type needs). */
+static PyObject *
+tuple_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyType_Check(args[0]) || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "tuple_fields(type, fields: tuple)");
+        return NULL;
+    }
+    PyTypeObject *type = (PyTypeObject *)args[0];
+    PyObject *fields = args[1];
+    Py_ssize_t n = PyTuple_GET_SIZE(fields);
+    if (!PyType_IsSubtype(type, &PyTuple_Type) || !(type->tp_flags & Py_TPFLAGS_HEAPTYPE)
+        || type->tp_itemsize != sizeof(PyObject *)) {
+        PyErr_SetString(PyExc_TypeError, "tuple_fields(): type must be a tuple subclass");
+        return NULL;
+    }
+    if (n > EVENT_FIELDS) {
+        PyErr_Format(PyExc_ValueError, "tuple_fields(): at most %d fields", EVENT_FIELDS);
+        return NULL;
+    }
+    /* the definitions outlive the descriptors that point at them: a type lives until
+     * the interpreter ends, and this is called once per type, at its creation */
+    PyMemberDef *defs = n ? PyMem_Calloc(n, sizeof(PyMemberDef)) : NULL;
+    if (n && defs == NULL) {
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyTuple_GET_ITEM(fields, i);
+        const char *name, *doc;
+        if (!PyArg_ParseTuple(pair, "ss", &name, &doc)) {
+            return NULL;  /* defs stay allocated: a few bytes, on an error path only */
+        }
+        char *name_copy = PyMem_Malloc(strlen(name) + 1);
+        char *doc_copy = PyMem_Malloc(strlen(doc) + 1);
+        if (name_copy == NULL || doc_copy == NULL) {
+            return PyErr_NoMemory();
+        }
+        strcpy(name_copy, name);
+        strcpy(doc_copy, doc);
+        defs[i].name = name_copy;
+        defs[i].type = T_OBJECT_EX;
+        defs[i].offset = offsetof(PyTupleObject, ob_item) + i * sizeof(PyObject *);
+        defs[i].flags = READONLY;
+        defs[i].doc = doc_copy;
+    }
+    type->tp_alloc = fixed_size_alloc;  /* before any descriptor can be reached */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *descr = PyDescr_NewMember(type, &defs[i]);
+        if (descr == NULL) {
+            return NULL;
+        }
+        int failed = PyObject_SetAttrString((PyObject *)type, defs[i].name, descr);
+        Py_DECREF(descr);
+        if (failed) {
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"payloads", (PyCFunction)payloads, METH_O,
+     "payloads(events) -> the payload of each event"},
+    {"tuple_fields", (PyCFunction)(void (*)(void))tuple_fields, METH_FASTCALL,
+     "tuple_fields(type, fields) -> None: fixed-size tuple type with fast field attributes"},
     {"rebuild", (PyCFunction)(void (*)(void))rebuild, METH_FASTCALL,
      "rebuild(event_type, events, payloads) -> the events with their current payloads"},
     {"all_of_type", (PyCFunction)(void (*)(void))all_of_type, METH_FASTCALL,

@@ -116,6 +116,8 @@ class SourceRunner:
             if checkpointer is not None:
                 await checkpointer.gate()  # a checkpoint under way: these events wait
             events = read.events
+            if type(events) is not list:  # a custom source's tuple or generator
+                events = list(events)
             if read.parts is not None:  # several callers' events, a token each
                 tokens = intake.enter_parts(events, read.offset, read.parts)
                 if events:
@@ -130,7 +132,14 @@ class SourceRunner:
                 await rt.dead_letter_records(worker, stats, rejected, token, len(events))
             if not events:
                 continue
-            await forward(intake.traced(Batch.of(events, token)))  # span: when the read returned
+            try:
+                batch = Batch.of(events, token)
+            except TypeError as exc:
+                raise SourceError(
+                    f"{type(source).__name__}.read() returned a Read whose events are not all "
+                    f"Event objects: {exc}"
+                ) from exc
+            await forward(intake.traced(batch))  # span: when the read returned
 
     def stop_intake(self) -> None:
         """Read no more: cancel the read under way (a batch already read goes on)."""
