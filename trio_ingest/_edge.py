@@ -24,7 +24,7 @@ import anyio
 import attrs
 
 from ._batch import Batch
-from ._loop import ANYIO, LoopFunctions
+from ._loop import ANYIO, EventLike, LoopFunctions
 from ._validators import check, positive_int
 
 __all__ = (
@@ -117,7 +117,7 @@ class Edge:
         self._waiters: deque[_Waiter] = deque()
         self._senders = 0
         self._receivers = 0
-        self._data: anyio.Event | None = None  # set when data arrives or the last sender closes
+        self._data: EventLike | None = None  # set when data arrives or the last sender closes
 
     def __repr__(self) -> str:
         return f"<Edge {self.name} {self._depth}/{self.capacity}>"
@@ -354,7 +354,7 @@ class Edge:
             if self._senders == 0:
                 raise anyio.EndOfStream
             if self._data is None:
-                self._data = anyio.Event()
+                self._data = self._loop.event()
             await self._data.wait()
         return self._take(max_batch)
 
@@ -377,6 +377,14 @@ async def send_all(
         return
     loop = edges[0]._loop
     await loop.checkpoint_if_cancelled()
+    if len(edges) == 1:  # the common case, once per batch: one edge with room
+        edge = edges[0]
+        if n <= edge.capacity and edge.try_reserve(n):
+            edge.put_reserved(batch, n)
+            if progress is not None:
+                progress.sent = n
+            await loop.cancel_shielded_checkpoint()
+            return
     waited = False
     done = 0
     step = min(e.capacity for e in edges)

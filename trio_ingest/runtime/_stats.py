@@ -20,6 +20,8 @@ _R10 = ("1", "1.25", "1.6", "2", "2.5", "3.2", "4", "5", "6.3", "8")
 BUCKETS: tuple[float, ...] = (
     *(float(f"{m}e{e}") for e in range(-6, 3) for m in _R10), 1e3
 )
+_INF = math.inf
+_bisect_left = bisect.bisect_left
 
 
 @attrs.frozen
@@ -46,9 +48,9 @@ class Histogram:
         self.max = 0.0
 
     def observe(self, value: float) -> None:
-        if not value >= 0 or math.isinf(value):
+        if not 0.0 <= value < _INF:  # NaN, negative (a clock step) or infinite: 0
             value = 0.0
-        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
+        self.counts[_bisect_left(BUCKETS, value)] += 1
         self.count += 1
         self.sum += value
         if value > self.max:

@@ -836,23 +836,26 @@ class ChainStep:
         self.chain = MapChain([op for op, _ in steps])
 
     async def run(self, ctx: StageContext, batch: Batch) -> Batch | None:
-        n_in = len(batch)
-        started = ctx.clock()
+        clock = ctx.clock
+        started = clock()
         results, failures = self.chain.apply_all(batch.payloads)
+        out = Batch(batch.events, results, batch.tokens, batch.trace, batch.links)
+        n_in = n_out = len(results)
         dead: set[int] = set()
         if failures:
             dead = await self._recover(ctx, batch, results, failures)
-        out = Batch(batch.events, results, batch.tokens, batch.trace, batch.links)
-        if dead:
-            out = out.select([i for i in range(n_in) if i not in dead])
-        took = (ctx.clock() - started) / len(self.steps)
+            if dead:
+                out = out.select([i for i in range(n_in) if i not in dead])
+                n_out = len(out)
+        took = (clock() - started) / len(self.steps)
+        tracer = ctx.tracer
         span = batch.trace
         for _op, stats in self.steps:
-            stats.record_batch(n_in, len(out), took)
-            if ctx.tracer is not None:
+            stats.record_batch(n_in, n_out, took)
+            if tracer is not None:
                 outcome = "dead_letter" if dead else "ok"
-                span = ctx.tracer.span(stats.name, stats.kind, span, n_in, len(out), took, outcome,
-                                       batch=batch, retries=_take_retries(ctx))
+                span = tracer.span(stats.name, stats.kind, span, n_in, n_out, took, outcome,
+                                   batch=batch, retries=_take_retries(ctx))
         return out.traced(span)
 
     async def _recover(
