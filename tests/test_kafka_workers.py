@@ -66,6 +66,15 @@ class Workers:
     def pid(self, name: str) -> int:
         return self.procs[name].pid
 
+    def check_alive(self) -> None:
+        """Fail with a worker's own error output if it exited on its own."""
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                _out, err = proc.communicate(timeout=30)
+                raise AssertionError(
+                    f"worker {name} exited with {proc.returncode}: {err.decode()[-3000:]}"
+                )
+
     def kill(self, name: str) -> None:
         proc = self.procs.pop(name)
         proc.kill()
@@ -180,7 +189,12 @@ def test_two_workers_one_killed_the_survivor_takes_its_partitions(
     # loaded machine the first member could otherwise finish everything before b joins
     deadline = time.monotonic() + 90
     while {pid for _, _, pid in w.deliveries()} != pids:
-        assert time.monotonic() < deadline, "timed out waiting for both members writing"
+        w.check_alive()
+        writers = {pid for _, _, pid in w.deliveries()}
+        assert time.monotonic() < deadline, (
+            f"timed out waiting for both members writing: {len(writers)} wrote, "
+            f"{w.count('events')} of {produced} events written"
+        )
         if w.count("events") >= produced - 500:
             more(500)
         time.sleep(0.05)
