@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--out DIR] [--only NAME[,NAME]]``: run the suite.
+"""``python -m benchmarks [--quick] [--out DIR] [--only NAME[,NAME]] [--repeat R] [--rounds K]``.
 
 Writes results.json, results.md and PNG charts into DIR (default
 ``benchmarks/results/``). ``--quick`` is the smoke mode CI runs: small sizes, one
@@ -75,13 +75,20 @@ def main(argv: list[str] | None = None) -> int:
         help=f"run only these scenarios: {', '.join(SCENARIOS)}",
     )
     parser.add_argument("--repeat", type=int, help="timed runs per figure (default: 5, quick 1)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="processes per contender, taking turns, in sink_feed (default: 3, quick 1)",
+    )
     args = parser.parse_args(argv)
 
     cfg = Config.smoke() if args.quick else Config.full()
-    if args.repeat is not None:
-        if args.repeat < 1:
-            parser.error(f"--repeat must be >= 1: {args.repeat}")
-        cfg = attrs.evolve(cfg, repeat=args.repeat)
+    for option in ("repeat", "rounds"):
+        value = getattr(args, option)
+        if value is not None:
+            if value < 1:
+                parser.error(f"--{option} must be >= 1: {value}")
+            cfg = attrs.evolve(cfg, **{option: value})
     names = args.only or list(SCENARIOS)
     runner = Runner(timeout=cfg.timeout, progress=_progress)
     command = shlex.join(["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)])

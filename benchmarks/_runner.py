@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,33 @@ class Runner:
         self.progress(_progress_line(scenario, shown, outcome, repeat))
         return outcome
 
+    def measure_interleaved(
+        self,
+        scenario: str,
+        contenders: Sequence[tuple[str, str]],
+        n: int,
+        *,
+        rounds: int,
+        repeat: int = 1,
+        warmup: int = 0,
+    ) -> dict[str, Outcome]:
+        """Measure each ``(contender, label)`` in ``rounds`` fresh processes, taking turns.
+
+        A ratio of two contenders is only as good as the machine was the same for both:
+        a process's own luck (where its heap landed) and the machine's drift (another
+        tenant's load) move a single process's median by several percent here. Taking
+        turns spreads both over every contender; each one's runs are pooled, so its
+        median is over ``rounds * repeat`` runs.
+        """
+        pooled: dict[str, list[Outcome]] = {contender: [] for contender, _ in contenders}
+        for _ in range(rounds):
+            for contender, label in contenders:
+                outcome = self.measure(
+                    scenario, contender, n, repeat=repeat, warmup=warmup, label=label
+                )
+                pooled[contender].append(outcome)
+        return {contender: _pool(outcomes) for contender, outcomes in pooled.items()}
+
     @staticmethod
     def _read(
         contender: str,
@@ -156,6 +183,21 @@ class Runner:
             peak_rss=data["peak_rss"],
             baseline_rss=data["baseline_rss"],
         )
+
+
+def _pool(outcomes: list[Outcome]) -> Outcome:
+    """One outcome of several processes' runs of one contender (the first failure wins)."""
+    first = outcomes[0]
+    for outcome in outcomes:
+        if not outcome.ok:
+            return outcome
+    rss = [o.peak_rss for o in outcomes if o.peak_rss is not None]
+    return attrs.evolve(
+        first,
+        runs=tuple(run for o in outcomes for run in o.runs),
+        peak_rss=max(rss) if rss else None,
+        wall=sum(o.wall for o in outcomes),
+    )
 
 
 def _expects_all(run: dict[str, Any]) -> bool:

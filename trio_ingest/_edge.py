@@ -86,10 +86,10 @@ class _Waiter:
 
     __slots__ = ("event", "granted", "need")
 
-    def __init__(self, need: int) -> None:
+    def __init__(self, need: int, event: EventLike) -> None:
         self.need = need
         self.granted = False
-        self.event = anyio.Event()
+        self.event = event
 
 
 class Edge:
@@ -223,8 +223,8 @@ class Edge:
         """
         if self.try_reserve(n):
             return
-        waiter = _Waiter(n)
         loop = self._loop
+        waiter = _Waiter(n, loop.event())
         start = loop.clock()
         if not self._waiters:
             self._full_since = start

@@ -312,7 +312,6 @@ class Kafka(Source):
         topic, partition = tp
         prefix = f"{topic}/{partition}/"
         events: list[Event] = []
-        append = events.append
         rejected: list[DeadLetter] = []
         id_field = self.id_field
         id_header = self.id_header
@@ -346,7 +345,7 @@ class Kafka(Source):
                 continue
             # built without re-validating: the id was checked above (a non-empty str)
             key = None if raw_key is None else raw_key.decode("utf-8", "replace")
-            append(make((ident, payload, key, stamp / 1000.0 if kind and stamp >= 0 else now,
+            events.append(make((ident, payload, key, stamp / 1000.0 if kind and stamp >= 0 else now,
                          headers)))
         end = messages[-1].offset() + 1
         self._issued[tp] = end

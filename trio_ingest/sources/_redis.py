@@ -727,7 +727,6 @@ class RedisStreams(Source):
     ) -> None:
         """Turn raw ``[entry_id, [field, value, ...]]`` entries into events (or dead letters)."""
         id_field = self._id_field
-        append = events.append
         for entry in entries:
             entry_id, flat = entry[0], entry[1]
             try:
@@ -741,7 +740,7 @@ class RedisStreams(Source):
                     and flat[4] == _PAYLOAD
                 ):
                     raw_id = flat[1]
-                    append(
+                    events.append(
                         Event(
                             raw_id.decode() if raw_id else f"{stream}/{entry_id.decode()}",
                             _loads(flat[5]),
@@ -756,7 +755,7 @@ class RedisStreams(Source):
                 ident = raw_id.decode() if raw_id else f"{stream}/{entry_id.decode()}"
                 payload_raw = fields.get(_PAYLOAD)
                 if payload_raw is None:
-                    append(
+                    events.append(
                         Event(
                             id=ident,
                             payload={
@@ -784,7 +783,7 @@ class RedisStreams(Source):
                 )
                 if headers:
                     event = event.evolve(headers=headers)
-                append(event)
+                events.append(event)
             except (ValueError, TypeError, AttributeError) as exc:
                 rejected.append(self._bad_entry(stream, entry_id, flat, exc))
 
