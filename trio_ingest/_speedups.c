@@ -86,19 +86,19 @@ rebuild(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
-/* columns(events) -> (ids, keys, event_times, headers): the metadata of a batch's events
- * as four lists, in one pass (four itemgetter maps touch every event four times). */
-static PyObject *
-columns(PyObject *module, PyObject *events)
+/* Fill lists[k] with item fields[k] of each event, for k < count, in one pass over the
+ * events (what count itemgetter maps build, touching every event once). On failure, the
+ * lists are released and -1 is returned; `name` names the caller in the error. */
+static int
+take_fields(PyObject *events, const Py_ssize_t *fields, int count, PyObject **lists,
+            const char *name)
 {
     if (!PyList_CheckExact(events)) {
-        PyErr_SetString(PyExc_TypeError, "columns(): events must be a list");
-        return NULL;
+        PyErr_Format(PyExc_TypeError, "%s(): events must be a list", name);
+        return -1;
     }
     Py_ssize_t n = PyList_GET_SIZE(events);
-    static const Py_ssize_t fields[4] = {0, 2, 3, 4};
-    PyObject *lists[4] = {NULL, NULL, NULL, NULL};
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < count; k++) {
         lists[k] = PyList_New(n);
         if (lists[k] == NULL) {
             goto error;
@@ -107,22 +107,48 @@ columns(PyObject *module, PyObject *events)
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *event = PyList_GET_ITEM(events, i);
         if (!PyTuple_Check(event) || PyTuple_GET_SIZE(event) != EVENT_FIELDS) {
-            PyErr_Format(PyExc_TypeError, "columns(): item %zd is not an event", i);
+            PyErr_Format(PyExc_TypeError, "%s(): item %zd is not an event", name, i);
             goto error;
         }
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < count; k++) {
             PyObject *item = PyTuple_GET_ITEM(event, fields[k]);
             Py_INCREF(item);
             PyList_SET_ITEM(lists[k], i, item);
         }
     }
-    return Py_BuildValue("(NNNN)", lists[0], lists[1], lists[2], lists[3]);
+    return 0;
 
 error:
-    for (int k = 0; k < 4; k++) {
-        Py_XDECREF(lists[k]);
+    for (int k = 0; k < count; k++) {
+        Py_CLEAR(lists[k]);
     }
-    return NULL;
+    return -1;
+}
+
+/* columns(events) -> (ids, keys, event_times, headers): the metadata of a batch's events
+ * as four lists, in one pass. */
+static PyObject *
+columns(PyObject *module, PyObject *events)
+{
+    static const Py_ssize_t fields[4] = {0, 2, 3, 4};
+    PyObject *lists[4] = {NULL, NULL, NULL, NULL};
+    if (take_fields(events, fields, 4, lists, "columns") < 0) {
+        return NULL;
+    }
+    return Py_BuildValue("(NNNN)", lists[0], lists[1], lists[2], lists[3]);
+}
+
+/* payloads(events) -> list: the payload of each event, in one C loop (what
+ * list(map(itemgetter(1), events)) builds, without a call per event). */
+static PyObject *
+payloads(PyObject *module, PyObject *events)
+{
+    static const Py_ssize_t fields[1] = {PAYLOAD};
+    PyObject *list = NULL;
+    if (take_fields(events, fields, 1, &list, "payloads") < 0) {
+        return NULL;
+    }
+    return list;
 }
 
 /* all_of_type(items, type) -> bool: whether every item of the list is exactly of `type`
@@ -143,34 +169,6 @@ all_of_type(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     Py_RETURN_TRUE;
-}
-
-/* payloads(events) -> list: the payload (item 1) of each event, in one C loop (what
- * list(map(itemgetter(1), events)) builds, without a call per event). */
-static PyObject *
-payloads(PyObject *module, PyObject *events)
-{
-    if (!PyList_CheckExact(events)) {
-        PyErr_SetString(PyExc_TypeError, "payloads(): events must be a list");
-        return NULL;
-    }
-    Py_ssize_t n = PyList_GET_SIZE(events);
-    PyObject *out = PyList_New(n);
-    if (out == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *event = PyList_GET_ITEM(events, i);
-        if (!PyTuple_Check(event) || PyTuple_GET_SIZE(event) != EVENT_FIELDS) {
-            Py_DECREF(out);
-            PyErr_Format(PyExc_TypeError, "payloads(): item %zd is not an event", i);
-            return NULL;
-        }
-        PyObject *payload = PyTuple_GET_ITEM(event, PAYLOAD);
-        Py_INCREF(payload);
-        PyList_SET_ITEM(out, i, payload);
-    }
-    return out;
 }
 
 /* An event type's instances always hold EVENT_FIELDS items: the field descriptors
