@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sys
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -11,6 +12,7 @@ import pytest
 import sniffio
 
 import trio_ingest as ti
+from trio_ingest import _batch
 from trio_ingest.testing import assert_accounted
 
 pytestmark = pytest.mark.anyio
@@ -368,13 +370,24 @@ async def test_a_custom_source_may_return_its_events_in_any_sequence() -> None:
     assert report.delivered == 2 and report.balanced
 
 
-async def test_a_source_reading_something_else_than_events_fails_naming_it() -> None:
+@pytest.mark.parametrize("built", ["C", "Python"])
+@pytest.mark.parametrize("parts", [None, ((1, None),)])
+@pytest.mark.parametrize("item", [{"not": "an event"}, "abcde", ("a", 1, None, 0.0)])
+async def test_a_source_reading_something_else_than_events_fails_naming_it(
+    monkeypatch: pytest.MonkeyPatch, built: str, parts: Any, item: Any
+) -> None:
+    # the same SourceError with or without the C loop, before anything is admitted
+    if built == "Python":
+        monkeypatch.setattr(_batch, "_payloads", _batch._payloads_py)
+
     class Payloads(ti.Source):
         async def read(self, max_events: int) -> ti.Read | None:
-            return ti.Read([{"not": "an event"}], offset=1)  # type: ignore[list-item]
+            return ti.Read([item], offset=1, parts=parts)  # a source bug
 
+    sink = ti.sinks.Memory()
     with pytest.raises(ti.SourceError, match=r"Payloads\.read\(\) returned a Read whose events"):
-        await ti.Pipeline(Payloads(), sink=ti.sinks.Memory()).run()
+        await ti.Pipeline(Payloads(), sink=sink).run()
+    assert sink.events == []
 
 
 async def test_failing_sink_open_fails_before_sources_open() -> None:

@@ -15,9 +15,16 @@ __all__ = ("Batch", "EventBatch")
 _id_of, _payload_of, _key_of, _time_of, _headers_of = (operator.itemgetter(i) for i in range(5))
 
 
-
 def _payloads_py(events: list[Event]) -> list[Any]:
-    """The payload of each event (what ``_speedups.payloads`` does in one C loop)."""
+    """The payload of each event (what ``_speedups.payloads`` does in one C loop).
+
+    Raises ``TypeError`` for anything but a list of events, as the C loop does.
+    """
+    if type(events) is not list:
+        raise TypeError("payloads(): events must be a list")
+    for i, event in enumerate(events):
+        if not isinstance(event, Event):
+            raise TypeError(f"payloads(): item {i} is not an event")
     return list(map(_payload_of, events))
 
 
@@ -72,6 +79,11 @@ class Batch:
     def of(cls, events: list[Event], token: AckToken) -> Batch:
         """A batch of ``events`` that all come from the read ``token``."""
         return cls(events, _payloads(events), [token] * len(events))
+
+    @staticmethod
+    def payloads_of(events: list[Event]) -> list[Any]:
+        """The payload column of ``events``; ``TypeError`` if any item is not an event."""
+        return _payloads(events)
 
     def __len__(self) -> int:
         return len(self.payloads)

@@ -118,10 +118,16 @@ class SourceRunner:
             events = read.events
             if type(events) is not list:  # a custom source's tuple or generator
                 events = list(events)
+            try:  # checked before anything is admitted: a bad read moves nothing
+                payloads = Batch.payloads_of(events)
+            except TypeError as exc:
+                raise SourceError(
+                    f"{type(source).__name__}.read() returned a Read whose events are not all "
+                    f"Event objects: {exc}"
+                ) from exc
             if read.parts is not None:  # several callers' events, a token each
                 tokens = intake.enter_parts(events, read.offset, read.parts)
                 if events:
-                    payloads = [e.payload for e in events]
                     await forward(intake.traced(Batch(events, payloads, tokens)))
                 continue
             rejected = read.rejected
@@ -130,16 +136,8 @@ class SourceRunner:
             )
             if rejected:
                 await rt.dead_letter_records(worker, stats, rejected, token, len(events))
-            if not events:
-                continue
-            try:
-                batch = Batch.of(events, token)
-            except TypeError as exc:
-                raise SourceError(
-                    f"{type(source).__name__}.read() returned a Read whose events are not all "
-                    f"Event objects: {exc}"
-                ) from exc
-            await forward(intake.traced(batch))  # span: when the read returned
+            if events:  # span: when the read returned
+                await forward(intake.traced(Batch(events, payloads, [token] * len(events))))
 
     def stop_intake(self) -> None:
         """Read no more: cancel the read under way (a batch already read goes on)."""
