@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds",
         type=int,
-        help="processes per contender, taking turns, in sink_feed (default: 3, quick 1)",
+        help="processes per contender, taking turns, in sink_feed (default: 9, quick 1)",
     )
     args = parser.parse_args(argv)
 

@@ -126,7 +126,7 @@ class Runner:
         self.progress(_progress_line(scenario, shown, outcome, repeat))
         return outcome
 
-    def measure_interleaved(
+    def measure_turns(
         self,
         scenario: str,
         contenders: Sequence[tuple[str, str]],
@@ -135,23 +135,25 @@ class Runner:
         rounds: int,
         repeat: int = 1,
         warmup: int = 0,
-    ) -> dict[str, Outcome]:
+    ) -> dict[str, list[Outcome]]:
         """Measure each ``(contender, label)`` in ``rounds`` fresh processes, taking turns.
 
         A ratio of two contenders is only as good as the machine was the same for both:
         a process's own luck (where its heap landed) and the machine's drift (another
-        tenant's load) move a single process's median by several percent here. Taking
-        turns spreads both over every contender; each one's runs are pooled, so its
-        median is over ``rounds * repeat`` runs.
+        tenant's load) move a single process's median by several percent here, and on
+        some machines by a third over a minute. Taking turns puts the contenders of one
+        round seconds apart; a ratio taken within each round, then the median over the
+        rounds, sees each drift once for both sides. Returns each contender's outcome of
+        every round, in order.
         """
-        pooled: dict[str, list[Outcome]] = {contender: [] for contender, _ in contenders}
+        turns: dict[str, list[Outcome]] = {contender: [] for contender, _ in contenders}
         for _ in range(rounds):
             for contender, label in contenders:
                 outcome = self.measure(
                     scenario, contender, n, repeat=repeat, warmup=warmup, label=label
                 )
-                pooled[contender].append(outcome)
-        return {contender: _pool(outcomes) for contender, outcomes in pooled.items()}
+                turns[contender].append(outcome)
+        return turns
 
     @staticmethod
     def _read(
@@ -185,7 +187,7 @@ class Runner:
         )
 
 
-def _pool(outcomes: list[Outcome]) -> Outcome:
+def pool(outcomes: list[Outcome]) -> Outcome:
     """One outcome of several processes' runs of one contender (the first failure wins)."""
     first = outcomes[0]
     for outcome in outcomes:
