@@ -49,3 +49,32 @@ def test_contract_names() -> None:
     assert callable(ti.sources.from_iterable)
     assert ti.sinks.Memory().events == []
     ti.Sink()  # no required arguments
+
+
+def test_the_test_kit_is_imported_on_first_use() -> None:
+    # `import trio_ingest` (every command, every app) does not pay for trio.testing and
+    # pytest; `ti.testing` and `from trio_ingest import testing` still work
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, trio_ingest as ti\n"
+        "print(sorted(m for m in ('trio_ingest.testing', 'trio.testing', 'pytest')"
+        " if m in sys.modules))\n"
+        "print(ti.testing.Oracle.__name__)\n"
+        "from trio_ingest import testing\n"
+        "print(testing is ti.testing)\n"
+        "try:\n"
+        "    ti.no_such_name\n"
+        "except AttributeError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out == [
+        "[]",
+        "Oracle",
+        "True",
+        "module 'trio_ingest' has no attribute 'no_such_name'",
+    ]
