@@ -571,3 +571,33 @@ def test_demo_serves_metrics_and_logs_json(tmp_path: Path) -> None:
     records = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert records and all(r["logger"].startswith("trio_ingest") for r in records)
     assert any(r.get("node") == "validate" and r.get("event_id") for r in records)
+
+
+def test_help_lists_every_command_by_its_first_sentence_without_importing_it() -> None:
+    import click
+
+    from trio_ingest.cli._app import COMMANDS, SUMMARIES
+
+    assert set(SUMMARIES) == set(COMMANDS)
+    ctx = click.Context(cli)
+    for name in COMMANDS:
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.help is not None
+        first = " ".join(command.help.split("\n\n")[0].split())
+        assert SUMMARIES[name] == first, name
+    # --help imports no command: the Redis client and the test kit stay unloaded
+    code = (
+        "import sys\n"
+        "from trio_ingest.cli._app import cli\n"
+        "try:\n"
+        "    cli(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('coredis', 'trio_ingest.cli._'))"
+        " and m not in ('trio_ingest.cli._app', 'trio_ingest.cli._common')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "Show or reset the checkpoints" in out
+    assert out.splitlines()[-1] == "[]"
