@@ -22,9 +22,9 @@ def _payloads_py(events: list[Event]) -> list[Any]:
     """
     if type(events) is not list:
         raise TypeError("payloads(): events must be a list")
-    for i, event in enumerate(events):
-        if not isinstance(event, Event):
-            raise TypeError(f"payloads(): item {i} is not an event")
+    if not all(map(isinstance, events, repeat(Event, len(events)))):  # no Python frame each
+        i = next(i for i, event in enumerate(events) if not isinstance(event, Event))
+        raise TypeError(f"payloads(): item {i} is not an event")
     return list(map(_payload_of, events))
 
 
