@@ -1,5 +1,7 @@
 """The public surface: exactly what __all__ says, each name importable."""
 
+from fresh import fresh_python
+
 import trio_ingest as ti
 
 
@@ -54,24 +56,20 @@ def test_contract_names() -> None:
 def test_the_test_kit_is_imported_on_first_use() -> None:
     # `import trio_ingest` (every command, every app) does not pay for trio.testing and
     # pytest; `ti.testing` and `from trio_ingest import testing` still work
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, trio_ingest as ti\n"
-        "print(sorted(m for m in ('trio_ingest.testing', 'trio.testing', 'pytest')"
-        " if m in sys.modules))\n"
-        "print(ti.testing.Oracle.__name__)\n"
-        "from trio_ingest import testing\n"
-        "print(testing is ti.testing)\n"
-        "try:\n"
-        "    ti.no_such_name\n"
-        "except AttributeError as e:\n"
-        "    print(e)\n"
+    out = fresh_python(
+        """
+        import sys, trio_ingest as ti
+        kit = ("trio_ingest.testing", "trio.testing", "pytest")
+        print(sorted(m for m in kit if m in sys.modules))
+        print(ti.testing.Oracle.__name__)
+        from trio_ingest import testing
+        print(testing is ti.testing)
+        try:
+            ti.no_such_name
+        except AttributeError as e:
+            print(e)
+        """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.splitlines()
     assert out == [
         "[]",
         "Oracle",
