@@ -76,9 +76,14 @@ class Batch:
         self.links = links
 
     @classmethod
-    def of(cls, events: list[Event], token: AckToken) -> Batch:
-        """A batch of ``events`` that all come from the read ``token``."""
-        return cls(events, _payloads(events), [token] * len(events))
+    def of(cls, events: list[Event], token: AckToken, payloads: list[Any] | None = None) -> Batch:
+        """A batch of ``events`` that all come from the read ``token``.
+
+        ``payloads``: their payload column, when already taken (:meth:`payloads_of`).
+        """
+        if payloads is None:
+            payloads = _payloads(events)
+        return cls(events, payloads, [token] * len(events))
 
     @staticmethod
     def payloads_of(events: list[Event]) -> list[Any]:

@@ -137,7 +137,7 @@ class SourceRunner:
             if rejected:
                 await rt.dead_letter_records(worker, stats, rejected, token, len(events))
             if events:  # span: when the read returned
-                await forward(intake.traced(Batch(events, payloads, [token] * len(events))))
+                await forward(intake.traced(Batch.of(events, token, payloads)))
 
     def stop_intake(self) -> None:
         """Read no more: cancel the read under way (a batch already read goes on)."""
