@@ -205,6 +205,15 @@ class Edge:
         if self._data is not None:
             self._wake_receivers()
 
+    def hand_over(self, n: int) -> None:
+        """Count ``n`` events its receiver takes straight from the sender (a direct write).
+
+        Raises:
+            EdgeBrokenError: No receiver is left.
+        """
+        self._check_receivers()
+        self._through += n
+
     def try_reserve(self, n: int) -> bool:
         """Reserve room for ``n`` events now if no one waits ahead and it is free."""
         self._check_receivers()

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 
 from .._edge import Edge
-from ..stages._operators import Operator, Route
+from ..stages._operators import BatchStage, Operator, Route
 from ._graph import GraphModel as Graph
 from ._graph import Node
 
@@ -35,6 +35,9 @@ class TaskNode:
     ordered: bool = False
     #: Most events one read of a source task takes (0: the graph's ``max_batch``).
     read_size: int = 0
+    #: A sink written by its one upstream task itself, not through its edge (see
+    #: :func:`_direct`).
+    direct: bool = False
 
     @property
     def last(self) -> Node:
@@ -116,6 +119,37 @@ def _read_size(task: TaskNode, max_batch: int, capacity: int) -> int:
         return max_batch
     wanted = min(c.head.obj.max_batch or max_batch for c in consumers)
     return max(max_batch, min(wanted, capacity))
+
+
+def _direct(
+    task: TaskNode, consumers: dict[tuple[str, str | None], list[str]], serving: bool
+) -> bool:
+    """Whether the sink ``task`` is written by its upstream task itself, with no task switch.
+
+    A sink whose ``write_batch`` never waits (``write_may_wait = False``: Null, Memory)
+    gains nothing from a task of its own: handing each batch over costs two task steps
+    and leaves the batch to go cold in the cache. It is written by the task that feeds
+    it when that is the only one: one input, which no other node reads, from a task of
+    one worker whose head is a source (not one the handle also feeds) or a built-in
+    operator or ``batch()`` (a custom stage's ``emit`` may be cancelled half-way, and
+    must keep an edge's rule); and the sink writes every batch as it comes (one worker,
+    no ``max_wait``, not buffered). Measured with ``python -m benchmarks --only sink_feed``: see
+    docs/performance.md.
+    """
+    sink = task.head.obj
+    if task.head.role != "sink" or sink.write_may_wait or sink.workers != 1:
+        return False
+    if sink.max_wait > 0 or sink.buffered or len(task.upstream) != 1:
+        return False
+    (up, port), *more = task.head.inputs
+    feeder = task.upstream[0]
+    if more or port is not None or consumers.get((up, None)) != [task.head.name]:
+        return False
+    if feeder.workers != 1 or feeder.last.name != up:
+        return False
+    if feeder.head.role == "source":
+        return not serving  # a serving pipeline's handle feeds that edge too
+    return isinstance(feeder.head.obj, Operator | BatchStage)  # never a custom stage's emit
 
 
 def _fusable_into(
@@ -207,6 +241,7 @@ def compile_plan(graph: Graph, *, serving: bool) -> Plan:
     for task in tasks:
         if task.head.role == "source":
             task.read_size = _read_size(task, graph.max_batch, graph.capacity)
+        task.direct = _direct(task, consumers, serving)
     dead_letter = None
     if graph.dead_letter is not None:
         dead_letter = Edge("*->dead_letter", graph.capacity)

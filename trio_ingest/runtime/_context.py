@@ -24,6 +24,7 @@ from ._intake import emit_to
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+    from ._sink_task import SinkRunner
     from ._stats import NodeStats
 
 __all__ = ("Turns", "WorkerContext")
@@ -77,6 +78,9 @@ class WorkerContext:
             [] if rt.tracer is not None else None
         )
         self._edges = {port: [s.edge for s in senders] for port, senders in worker.outputs.items()}
+        # the sink this task writes itself (TaskNode.direct): its only output
+        plain = self._edges.get(None, [])
+        self._direct: SinkRunner | None = rt.direct.get(plain[0]) if len(plain) == 1 else None
         self._turns = turns
         self._seq: int | None = None  # the input batch being handled (ordered stages)
         self._turn_taken = False
@@ -139,6 +143,11 @@ class WorkerContext:
         if self._turns is not None and self._seq is not None and not self._turn_taken:
             await self._turns.wait(self._seq)
             self._turn_taken = True
+        if port is None and self._direct is not None:
+            await self._direct.write_here(batch)
+            if progress is not None:
+                progress.sent = len(batch)
+            return
         edges = self._edges.get(port)
         if not edges:
             return

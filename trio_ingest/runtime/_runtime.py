@@ -27,7 +27,7 @@ import anyio.lowlevel
 
 from .._acks import AckToken, AckTracker
 from .._batch import Batch
-from .._edge import EdgeBrokenError, EdgeSender
+from .._edge import Edge, EdgeBrokenError, EdgeSender
 from .._errors import DeadLetterError, RetryExhaustedError, StageError
 from .._event import DeadLetter, Event
 from .._loop import ANYIO, LoopFunctions, current_loop
@@ -90,6 +90,13 @@ class Runtime:
             self.runners.append(runner)
             if isinstance(runner, SourceRunner):  # narrows the type; roles say the same
                 self.source_runners.append(runner)
+        # sinks that the task feeding them writes itself, by their input edge
+        self.direct: dict[Edge, SinkRunner] = {
+            runner.task.inbox: runner
+            for runner in self.runners
+            if isinstance(runner, SinkRunner) and runner.task is not None and runner.task.direct
+            and runner.task.inbox is not None
+        }
         self.dead_letter_runner: SinkRunner | None = None
         if graph.dead_letter is not None:
             assert self.plan.dead_letter is not None

@@ -185,6 +185,28 @@ class SinkRunner:
                     return
                 await self._write(worker, batch)
 
+    async def write_here(self, batch: Batch) -> None:
+        """Write ``batch`` from the task that feeds this sink (``TaskNode.direct``).
+
+        As a send to the edge would: a checkpoint, and a cancelled one has no effect
+        (a direct sink's write never waits, so nothing cancels it half-way); the write
+        chain is the sink task's own, in chunks of the sink's ``max_batch``.
+        """
+        loop = self.rt.loop
+        await loop.checkpoint_if_cancelled()
+        worker = self.workers[0]
+        assert worker.inbox is not None
+        worker.inbox.edge.hand_over(len(batch))
+        try:
+            while len(batch) > self.max_batch:
+                head, batch = batch.split(self.max_batch)
+                await self._write(worker, head)
+            await self._write(worker, batch)
+        except Exception as exc:
+            note(exc, "sink", self.name)
+            raise
+        await loop.cancel_shielded_checkpoint()
+
     def _flush_due(self) -> bool:
         sink = self.sink
         if not self._unflushed:

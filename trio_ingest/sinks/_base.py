@@ -138,6 +138,17 @@ class Sink:
     #: a time), so writing a file overlaps converting the next. It holds up to
     #: twice ``flush_every`` events.
     flush_overlaps: bool = False
+    #: False promises that ``write_batch`` never waits (no I/O, no sleep, no lock; only
+    #: a retry's backoff may): Null and Memory. Such a sink, fed by one task, is written
+    #: by that task itself, saving two task switches per batch. The promise is about one
+    #: ``write_batch``: a subclass that defines its own is taken to wait unless it says
+    #: False again.
+    write_may_wait: bool = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "write_batch" in cls.__dict__ and "write_may_wait" not in cls.__dict__:
+            cls.write_may_wait = True
 
     def __init__(
         self,

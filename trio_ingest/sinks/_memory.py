@@ -26,6 +26,7 @@ class Memory(Sink):
     """
 
     name = "memory"
+    write_may_wait = False
 
     def __init__(self, *, idempotent: bool = False, **options: object) -> None:
         super().__init__(**options)  # type: ignore[arg-type]
@@ -65,6 +66,7 @@ class Null(Sink):
     """
 
     name = "null"
+    write_may_wait = False
 
     def __init__(self, **options: object) -> None:
         super().__init__(**options)  # type: ignore[arg-type]
