@@ -55,7 +55,8 @@ def current_loop() -> LoopFunctions:
         return ANYIO
     if trio.lowlevel.in_trio_run():
         return LoopFunctions(
-            trio.current_time,
+            # the run's clock itself: trio.current_time() reaches it through two more calls
+            trio.lowlevel.current_clock().current_time,
             trio.lowlevel.checkpoint,
             trio.lowlevel.checkpoint_if_cancelled,
             trio.lowlevel.cancel_shielded_checkpoint,
