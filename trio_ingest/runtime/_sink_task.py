@@ -188,9 +188,10 @@ class SinkRunner:
     async def write_here(self, batch: Batch) -> None:
         """Write ``batch`` from the task that feeds this sink (``TaskNode.direct``).
 
-        As a send to the edge would: a checkpoint, and a cancelled one has no effect
-        (a direct sink's write never waits, so nothing cancels it half-way); the write
-        chain is the sink task's own, in chunks of the sink's ``max_batch``.
+        As a send to the edge would: a checkpoint, and a cancelled one has no effect (a
+        direct sink's write never waits; only a retry's backoff does, and only a hard stop
+        cancels the feeding task there, leaving the batch uncommitted). The write chain is
+        the sink task's own, in chunks of the sink's ``max_batch``.
         """
         loop = self.rt.loop
         await loop.checkpoint_if_cancelled()
