@@ -143,10 +143,8 @@ class WorkerContext:
         if self._turns is not None and self._seq is not None and not self._turn_taken:
             await self._turns.wait(self._seq)
             self._turn_taken = True
-        if port is None and self._direct is not None:
-            await self._direct.write_here(batch)
-            if progress is not None:
-                progress.sent = len(batch)
+        if port is None and progress is None and self._direct is not None:
+            await self._direct.write_here(batch)  # only built-in steps feed one: no progress
             return
         edges = self._edges.get(port)
         if not edges:

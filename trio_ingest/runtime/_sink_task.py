@@ -103,6 +103,7 @@ class SinkRunner:
         self.task = task
         self.sink = sink
         self.is_dead_letter = dead_letter
+        self.inbox = inbox
         if dead_letter:
             self.name = "dead_letter"
             self.stats = rt.dead_letter_stats
@@ -196,8 +197,7 @@ class SinkRunner:
         loop = self.rt.loop
         await loop.checkpoint_if_cancelled()
         worker = self.workers[0]
-        assert worker.inbox is not None
-        worker.inbox.edge.hand_over(len(batch))
+        self.inbox.hand_over(len(batch))
         try:
             while len(batch) > self.max_batch:
                 head, batch = batch.split(self.max_batch)
